@@ -1,0 +1,35 @@
+# Common tasks. Run from the repository root; PYTHON picks the interpreter.
+PYTHON ?= python3
+export PYTHON
+
+.PHONY: help setup setup-test demo test test-fast lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup:  ## install runtime dependencies (keeps an installed torch)
+	bash scripts/setup.sh runtime
+
+setup-test:  ## install runtime and test dependencies
+	bash scripts/setup.sh test
+
+demo: setup  ## the main job: short CPU runs on small bundled data, with their metrics
+	$(PYTHON) -m scripts.demo
+
+test: setup-test lint  ## lint, then the whole test suite (slow end-to-end tests included)
+	$(PYTHON) -m pytest
+
+test-fast:  ## the suite without the slow end-to-end tests
+	$(PYTHON) -m pytest -m "not slow"
+
+lint:  ## ruff lint and format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:  ## apply ruff's fixes and formatting
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+clean:  ## remove caches and demo outputs
+	rm -rf .pytest_cache .ruff_cache results/demo
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

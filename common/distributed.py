@@ -1,0 +1,269 @@
+"""One entry point for single-process, torchrun and SLURM (srun) launches.
+
+    env = init_distributed()            # reads torchrun's or SLURM's variables, or neither
+    model = wrap_ddp(model.to(env.device), env)
+    with no_sync(model, enabled=micro_step < accumulation - 1):
+        prec.backward(loss)
+    ...
+    cleanup()
+
+NCCL is used on CUDA and gloo on the CPU. A single process (no launcher variables)
+initialises no process group; every helper below then works as the trivial case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    backend: str | None  # None for a single process without a process group
+    launcher: str  # "single", "torchrun" or "slurm"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Expand a SLURM host list such as ``gpu[01-03,07],login1`` into host names."""
+    hosts: list[str] = []
+    # Split on commas that are not inside brackets.
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", nodelist):
+        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+        if not match:
+            hosts.append(part)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for item in ranges.split(","):
+            lo, _, hi = item.partition("-")
+            if not hi:
+                hosts.append(f"{prefix}{lo}{suffix}")
+                continue
+            for value in range(int(lo), int(hi) + 1):
+                hosts.append(f"{prefix}{value:0{len(lo)}d}{suffix}")
+    return hosts
+
+
+def _slurm_tasks_on_node(env: dict[str, str]) -> int:
+    """Tasks of this job step on this node, from e.g. SLURM_STEP_TASKS_PER_NODE="4(x2),3"."""
+    node = int(env.get("SLURM_NODEID", "0"))
+    for key in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        if key in env:
+            counts: list[int] = []
+            for item in env[key].split(","):
+                value, _, repeat = item.partition("(x")
+                counts += [int(value)] * int(repeat.rstrip(")") or 1)
+            return counts[min(node, len(counts) - 1)]
+    return int(env["SLURM_NTASKS"]) // max(int(env.get("SLURM_NNODES", "1")), 1)
+
+
+def launch_info(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Rank, world size, local rank and rendezvous address from the environment.
+
+    torchrun's variables win over SLURM's, so `srun torchrun ...` (one torchrun per node)
+    works. SLURM's variables count only inside an srun job step (SLURM_STEP_ID set):
+    the batch script itself, which sees SLURM_NTASKS of the whole allocation, runs as a
+    single process.
+    """
+    env = dict(os.environ if env is None else env)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return {
+            "launcher": "torchrun",
+            "rank": int(env["RANK"]),
+            "world_size": int(env["WORLD_SIZE"]),
+            "local_rank": int(env.get("LOCAL_RANK", "0")),
+            "local_world_size": int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])),
+            "master_addr": env.get("MASTER_ADDR", "127.0.0.1"),
+            "master_port": int(env.get("MASTER_PORT", "29500")),
+        }
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env:
+        if "MASTER_ADDR" in env:
+            addr = env["MASTER_ADDR"]
+        elif "SLURM_LAUNCH_NODE_IPADDR" in env and int(env.get("SLURM_NNODES", "1")) == 1:
+            addr = env["SLURM_LAUNCH_NODE_IPADDR"]
+        else:
+            nodes = expand_nodelist(env.get("SLURM_STEP_NODELIST") or env["SLURM_NODELIST"])
+            addr = nodes[0]
+        # A port derived from the job id keeps two jobs sharing a node apart.
+        port = int(env.get("MASTER_PORT", 20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+        return {
+            "launcher": "slurm",
+            "rank": int(env["SLURM_PROCID"]),
+            "world_size": int(env.get("SLURM_STEP_NUM_TASKS", env["SLURM_NTASKS"])),
+            "local_rank": int(env.get("SLURM_LOCALID", "0")),
+            "local_world_size": _slurm_tasks_on_node(env),
+            "master_addr": addr,
+            "master_port": port,
+        }
+    return {
+        "launcher": "single",
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "local_world_size": 1,
+        "master_addr": "127.0.0.1",
+        "master_port": 29500,
+    }
+
+
+def init_distributed(
+    device: str | None = None,
+    backend: str | None = None,
+    timeout_minutes: float = 30.0,
+) -> DistEnv:
+    """Initialise the process group (if launched with several processes) and pick a device.
+
+    `device` is "cuda", "cpu" or None (CUDA when available). On CUDA each process
+    uses the GPU of its local rank.
+    """
+    info = launch_info()
+    device_type = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but no CUDA device is visible")
+        dev = torch.device("cuda", info["local_rank"] % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device(device_type)
+
+    chosen_backend = None
+    if info["world_size"] > 1:
+        chosen_backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        if not dist.is_initialized():
+            dist.init_process_group(
+                backend=chosen_backend,
+                init_method=f"tcp://{info['master_addr']}:{info['master_port']}",
+                rank=info["rank"],
+                world_size=info["world_size"],
+                timeout=datetime.timedelta(minutes=timeout_minutes),
+                device_id=dev if dev.type == "cuda" else None,
+            )
+    return DistEnv(
+        rank=info["rank"],
+        world_size=info["world_size"],
+        local_rank=info["local_rank"],
+        local_world_size=info["local_world_size"],
+        device=dev,
+        backend=chosen_backend,
+        launcher=info["launcher"],
+    )
+
+
+def wrap_ddp(model: torch.nn.Module, env: DistEnv, **ddp_kwargs: Any) -> torch.nn.Module:
+    """DistributedDataParallel over `model` when several processes run; else `model` itself."""
+    if not env.distributed:
+        return model
+    if env.device.type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [env.device.index])
+        ddp_kwargs.setdefault("output_device", env.device.index)
+    return torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+@contextlib.contextmanager
+def no_sync(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Skip DDP's gradient all-reduce inside the block (for all but the last micro-step)."""
+    if enabled and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    else:
+        yield
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of `tensor` over all ranks (a new tensor; the input is left untouched)."""
+    out = tensor.detach().clone()
+    if is_initialized():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        out /= get_world_size()
+    return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over all ranks (a new tensor)."""
+    out = tensor.detach().clone()
+    if is_initialized():
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s `obj` on every rank (picklable objects)."""
+    if not is_initialized():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed python, numpy and torch (all devices) with `seed + rank`; returns that seed.
+
+    Distinct per-rank seeds give each rank its own dropout masks and data order
+    where a recipe wants that; model initialisation should use the same seed on all
+    ranks (DDP also broadcasts rank 0's weights).
+    """
+    value = seed + rank
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+    return value
+
+
+def cleanup() -> None:
+    """Tear the process group down (safe to call when none exists)."""
+    if is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,181 @@
+"""Numeric precision as one switch: fp32, tf32, fp16 or bf16.
+
+`Precision` bundles the autocast context, the loss scaler (fp16 only) and the matmul
+settings, so a training loop reads the same whatever the precision:
+
+    prec = Precision.create(args.math, device)
+    with prec.autocast():
+        loss = model(batch)
+    prec.backward(loss)
+    prec.unscale_(optimizer)          # before gradient clipping, if any
+    stepped = prec.step(optimizer)    # False when fp16 gradients overflowed
+
+Asking for something the device cannot do is a `PrecisionError`, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+class PrecisionError(ValueError):
+    """The requested precision is unknown or not supported by the device."""
+
+
+def check_supported(mode: str, device: torch.device) -> None:
+    """Raise `PrecisionError` when `device` cannot train in `mode`."""
+    if mode not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = torch.cuda.get_device_name(device)
+        if mode == "tf32" and major < 8:
+            raise PrecisionError(
+                f"tf32 needs an Ampere or newer GPU (compute capability >= 8.0); "
+                f"{name} has {major}.{minor}. Use --math fp32 or fp16."
+            )
+        if mode == "bf16" and not torch.cuda.is_bf16_supported():
+            raise PrecisionError(f"bf16 is not supported on {name}. Use --math fp16 or fp32.")
+    elif device.type == "cpu":
+        if mode == "fp16":
+            raise PrecisionError(
+                "fp16 training needs a CUDA GPU (loss scaling and fp16 kernels); "
+                "on the CPU use --math bf16 or fp32."
+            )
+        if mode == "tf32":
+            raise PrecisionError("tf32 is a feature of NVIDIA GPUs; on the CPU use fp32 or bf16.")
+    elif mode != "fp32":
+        raise PrecisionError(f"precision {mode} is not supported on device type {device.type!r}")
+
+
+def set_matmul_precision(mode: str, device: torch.device) -> None:
+    """fp32 means true fp32 matmuls; tf32 lets cuBLAS/cuDNN use TensorFloat-32."""
+    allow_tf32 = mode == "tf32"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
+
+
+@dataclass
+class LossScaler:
+    """Dynamic loss scaling for fp16 with skipped-step accounting.
+
+    Wraps `torch.amp.GradScaler`: the scale is multiplied by `backoff_factor` on a step
+    whose gradients hold inf/nan (that step is skipped) and by `growth_factor` after
+    `growth_interval` clean steps in a row.
+    """
+
+    device_type: str = "cuda"
+    init_scale: float = 2.0**16
+    growth_factor: float = 2.0
+    backoff_factor: float = 0.5
+    growth_interval: int = 2000
+    skipped_steps: int = 0
+    _scaler: torch.amp.GradScaler = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._scaler = torch.amp.GradScaler(
+            self.device_type,
+            init_scale=self.init_scale,
+            growth_factor=self.growth_factor,
+            backoff_factor=self.backoff_factor,
+            growth_interval=self.growth_interval,
+        )
+
+    @property
+    def scale(self) -> float:
+        return float(self._scaler.get_scale())
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return self._scaler.scale(loss)
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        self._scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step unless gradients overflowed; update the scale. Returns True if stepped."""
+        before = self._scaler.get_scale()
+        self._scaler.step(optimizer)
+        self._scaler.update()
+        # The scaler only ever lowers the scale on an overflow, so a drop means a skip.
+        stepped = self._scaler.get_scale() >= before
+        if not stepped:
+            self.skipped_steps += 1
+        return stepped
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self._scaler.state_dict(), "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._scaler.load_state_dict(state["scaler"])
+        self.skipped_steps = int(state["skipped_steps"])
+
+
+@dataclass
+class Precision:
+    """Autocast context, optional loss scaler and matmul settings for one mode."""
+
+    mode: str
+    device: torch.device
+    scaler: LossScaler | None = None
+
+    @classmethod
+    def create(cls, mode: str, device: torch.device | str, **scaler_kwargs: Any) -> Precision:
+        """Validate `mode` for `device`, apply matmul settings, build the scaler for fp16."""
+        device = torch.device(device)
+        check_supported(mode, device)
+        set_matmul_precision(mode, device)
+        scaler = LossScaler(device.type, **scaler_kwargs) if mode == "fp16" else None
+        return cls(mode, device, scaler)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.mode)
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Mixed-precision region for the forward pass (a no-op for fp32/tf32)."""
+        dtype = self.autocast_dtype
+        if dtype is None:
+            yield
+            return
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale_loss(loss) if self.scaler else loss).backward()
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        """Bring gradients back to true scale (call once per step, before clipping)."""
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Optimizer step; with fp16 an overflowing step is skipped and counted."""
+        if self.scaler:
+            return self.scaler.step(optimizer)
+        optimizer.step()
+        return True
+
+    @property
+    def loss_scale(self) -> float:
+        return self.scaler.scale if self.scaler else 1.0
+
+    @property
+    def skipped_steps(self) -> int:
+        return self.scaler.skipped_steps if self.scaler else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler and state:
+            self.scaler.load_state_dict(state)

@@ -1,0 +1,121 @@
+"""The main job: short CPU runs on small bundled or generated data, each with its metric.
+
+    python -m scripts.demo                 # everything
+    python -m scripts.demo --only toolkit  # one part
+
+Each part runs its real entry points as subprocesses (as a user would from the shell)
+and prints one summary line; outputs go to --out-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.logging import read_dllogger
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], log: Path) -> None:
+    """Run `python ARGS` from the repo root, output to `log`; fail loudly with its tail."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as f:
+        proc = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT
+        )
+    if proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise SystemExit(f"demo step failed: python {' '.join(args)} (log {log}):\n{tail}")
+
+
+def final_metrics(log_file: Path) -> dict:
+    finals = [r["data"] for r in read_dllogger(log_file) if r.get("step") == []]
+    return finals[-1]
+
+
+def toolkit(out: Path) -> str:
+    """The common/ toolkit end to end: precisions, LAMB, schedule, DDP, checkpoint, resume."""
+    check = ["-m", "scripts.toolkit_check", "--steps", "40", "--print-freq", "10"]
+    results = []
+    for math in ("fp32", "bf16"):
+        d = out / f"toolkit_{math}"
+        run([*check, "--math", math, "--save-dir", str(d)], out / f"toolkit_{math}.log")
+        results.append(f"{math} val acc {final_metrics(d / 'log.json')['final_val_accuracy']:.3f}")
+
+    # Exact resume: stop after 20 of 40 steps, continue in a new process, compare weights.
+    d = out / "toolkit_resume"
+    run(
+        [*check, "--save-dir", str(d), "--save-every", "20", "--stop-at", "20"],
+        out / "toolkit_resume_1.log",
+    )
+    run(
+        [*check, "--save-dir", str(d), "--save-every", "20", "--resume"],
+        out / "toolkit_resume_2.log",
+    )
+    straight = load_checkpoint(out / "toolkit_fp32" / "checkpoint_last.pt")["model"]
+    resumed = load_checkpoint(d / "checkpoint_last.pt")["model"]
+    same = all(torch.equal(straight[k], resumed[k]) for k in straight)
+    if not same:
+        raise SystemExit("demo: resumed run differs from the uninterrupted one")
+    results.append("resume 20+20 steps == 40 steps: identical weights")
+
+    # Two processes with gloo, launched as on a GPU node (torchrun).
+    d = out / "toolkit_ddp"
+    run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            *check,
+            "--save-dir",
+            str(d),
+        ],
+        out / "toolkit_ddp.log",
+    )
+    results.append(
+        f"2-process DDP val acc {final_metrics(d / 'log.json')['final_val_accuracy']:.3f}"
+    )
+    return "; ".join(results)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PARTS: dict[str, Callable[[Path], str]] = {"toolkit": toolkit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--only", choices=sorted(PARTS), action="append", help="run only these parts")
+    p.add_argument("--out-dir", type=Path, default=ROOT / "results" / "demo")
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    for name in args.only or PARTS:
+        out = args.out_dir / name
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        summary = PARTS[name](out)
+        print(f"{name:>10}: {summary}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

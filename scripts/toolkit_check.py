@@ -1,0 +1,232 @@
+"""End-to-end check of the common/ toolkit: a small classifier trained like a real recipe.
+
+Precision switch, DDP-ready loop with gradient accumulation, LAMB, warm-up + decay
+schedule, DLLogger logging, atomic checkpoints and exact resume, SIGTERM handling,
+all composed the way each model's train.py composes them. The data is generated
+(a fixed random teacher network labels random inputs), not a real dataset.
+
+    python -m scripts.toolkit_check --steps 40 --save-dir /tmp/tk
+    torchrun --nproc_per_node 2 -m scripts.toolkit_check --steps 40 --save-dir /tmp/tk
+    python -m scripts.toolkit_check --steps 80 --save-dir /tmp/tk --resume   # continues
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import distributed
+from common.checkpoint import Checkpointer, capture_training_state
+from common.logging import Logger
+from common.optim import LAMB
+from common.precision import PRECISIONS, Precision
+from common.preemption import PreemptionGuard
+from common.schedules import DECAYS, build_scheduler
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps in all")
+    p.add_argument("--batch-size", type=int, default=32, help="per-process micro-batch")
+    p.add_argument("--accumulation", type=int, default=2, help="micro-batches per step")
+    p.add_argument("--math", choices=PRECISIONS, default="fp32", help="numeric precision")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if any")
+    p.add_argument("--lr", type=float, default=2e-2)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-steps", type=int, default=5)
+    p.add_argument("--decay", choices=DECAYS, default="cosine")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--train-size", type=int, default=4096, help="generated training samples")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--save-dir", type=Path, default=Path("results/toolkit_check"))
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
+    p.add_argument("--keep-last", type=int, default=3, help="numbered checkpoints kept")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--stop-at", type=int, default=None, help="save and exit after this step (resume later)"
+    )
+    p.add_argument("--print-freq", type=int, default=10)
+    p.add_argument("--log-file", type=Path, default=None, help="default: SAVE_DIR/log.json")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
+    return p.parse_args(argv)
+
+
+class Classifier(nn.Module):
+    """[B, 16] features -> [B, 4] logits."""
+
+    def __init__(self, hidden: int, dropout: float, n_in: int = 16, n_out: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, n_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generated data: random inputs labelled by a fixed random teacher network."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(16, 4, generator=g)
+    x = torch.randn(n, 16, generator=g)
+    y = (x @ teacher + 0.1 * torch.randn(n, 4, generator=g)).argmax(dim=1)
+    return x, y
+
+
+def batches(
+    n: int, batch_size: int, seed: int, env: distributed.DistEnv, epoch: int, start: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(epoch, index, sample ids) from `epoch`/`start` on; each rank gets its own slice.
+
+    The order depends only on (seed, epoch), so skipping `start` batches resumes exactly.
+    """
+    while True:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        shard = order[env.rank :: env.world_size]
+        for index in range(start, len(shard) // batch_size):
+            yield epoch, index, shard[index * batch_size : (index + 1) * batch_size]
+        epoch, start = epoch + 1, 0
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, prec: Precision
+) -> tuple[float, float]:
+    model.eval()
+    with prec.autocast():
+        logits = model(x).float()
+    model.train()
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = distributed.init_distributed(args.device)
+    distributed.seed_everything(args.seed)  # identical initial weights on every rank
+    prec = Precision.create(args.math, env.device)
+    args.save_dir.mkdir(parents=True, exist_ok=True)
+    logger = Logger(
+        args.log_file or args.save_dir / "log.json",
+        tensorboard_dir=str(args.save_dir / "tb") if args.tensorboard else None,
+    )
+    logger.log("PARAMETER", {**vars(args), "world_size": env.world_size, "launcher": env.launcher})
+
+    train_x, train_y = make_data(args.train_size, args.seed)
+    val_x, val_y = make_data(1024, args.seed + 1)
+    train_x, train_y = train_x.to(env.device), train_y.to(env.device)
+    val_x, val_y = val_x.to(env.device), val_y.to(env.device)
+
+    model = Classifier(args.hidden, args.dropout).to(env.device)
+    optimizer = LAMB(param_groups(model, args.weight_decay), lr=args.lr)
+    scheduler = build_scheduler(
+        optimizer, args.decay, warmup_steps=args.warmup_steps, total_steps=args.steps
+    )
+    model = distributed.wrap_ddp(model, env)
+    distributed.seed_everything(args.seed, env.rank)  # per-rank dropout noise
+
+    checkpointer = Checkpointer(args.save_dir, keep_last=args.keep_last)
+    step, epoch, start, best = 0, 0, 0, float("inf")
+    if args.resume:
+        state = checkpointer.resume(
+            model=model, optimizer=optimizer, scheduler=scheduler, precision=prec
+        )
+        if state is not None:
+            step = state["step"]
+            epoch, start = state["data_position"]["epoch"], state["data_position"]["batch"]
+            best = state["extra"]["best_val_loss"]
+            logger.log("PARAMETER", {"resumed_from_step": step})
+
+    guard = PreemptionGuard()
+    stream = batches(args.train_size, args.batch_size, args.seed, env, epoch, start)
+    samples_per_step = args.batch_size * args.accumulation * env.world_size
+    tic, timed_steps = time.perf_counter(), 0
+    while step < args.steps:
+        loss_sum = torch.zeros((), device=env.device)
+        for micro in range(args.accumulation):
+            epoch, index, ids = next(stream)
+            with distributed.no_sync(model, enabled=micro < args.accumulation - 1):
+                with prec.autocast():
+                    loss = F.cross_entropy(model(train_x[ids]), train_y[ids]) / args.accumulation
+                prec.backward(loss)
+            loss_sum += loss.detach()
+        prec.unscale_(optimizer)  # LAMB clips the true gradients
+        prec.step(optimizer)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step, timed_steps = step + 1, timed_steps + 1
+        position = {"epoch": epoch, "batch": index + 1}
+
+        if step % args.print_freq == 0 or step == args.steps:
+            elapsed = time.perf_counter() - tic
+            logger.log(
+                step,
+                {
+                    "loss": distributed.all_reduce_mean(loss_sum).item(),
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples/s": timed_steps * samples_per_step / elapsed,
+                    "loss_scale": prec.loss_scale,
+                    "skipped_steps": prec.skipped_steps,
+                },
+            )
+            tic, timed_steps = time.perf_counter(), 0
+
+        stop = guard.should_stop() or step == args.stop_at
+        if step % args.save_every == 0 or step == args.steps or stop:
+            val_loss, val_acc = evaluate(model, val_x, val_y, prec)
+            is_best = val_loss < best
+            best = min(best, val_loss)
+            state = capture_training_state(
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                precision=prec,
+                step=step,
+                data_position=position,
+                extra={"best_val_loss": best},
+            )
+            path = checkpointer.save(state, step, is_best=is_best)
+            logger.log(step, {"val_loss": val_loss, "val_accuracy": val_acc})
+            if path is not None:
+                print(f"saved checkpoint {path} (step {step})", flush=True)
+        if stop:
+            print(f"stopped at step {step}; continue with --resume", flush=True)
+            break
+
+    if step == args.steps:
+        val_loss, val_acc = evaluate(model, val_x, val_y, prec)
+        logger.log((), {"final_val_loss": val_loss, "final_val_accuracy": val_acc, "steps": step})
+    logger.close()
+    guard.close()
+    distributed.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Shared test helpers: subprocess launch from the repo root, free ports, GPU marks."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH_PREFIXES = ("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without launcher variables, with the repo root importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCH_PREFIXES)}
+    env.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    env.update(extra or {})
+    return env
+
+
+def run_python(args, env_extra=None, timeout=300, check=True):
+    """Run `python ARGS` from the repo root; on failure show its output."""
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=clean_env(env_extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,246 @@
+"""Checkpoints: atomic files, _last/_best/keep-last-N, clear errors, exact resume."""
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    capture_training_state,
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    strip_prefixes,
+)
+from common.optim import LAMB
+from common.precision import Precision
+from common.schedules import build_scheduler
+from tests.helpers import ROOT, clean_env, run_python
+
+
+def small_state(step=0):
+    model = torch.nn.Linear(3, 2)
+    return model, capture_training_state(model=model, step=step)
+
+
+def test_strip_prefixes():
+    sd = {"module._orig_mod.w": 1, "_orig_mod.module.b": 2, "plain": 3}
+    assert strip_prefixes(sd) == {"w": 1, "b": 2, "plain": 3}
+
+
+def test_rng_state_round_trip_restores_every_generator():
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.random(), np.random.rand(), torch.rand(1)
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    model, state = small_state(step=7)
+    save_atomic(state, tmp_path / "c.pt")
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded["step"] == 7
+    assert torch.equal(loaded["model"]["weight"], model.weight.detach())
+
+
+def test_last_best_and_keep_last_n(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep_last=2, is_main=True)
+    for step in (10, 20, 30):
+        _, state = small_state(step)
+        ckpt.save(state, step, is_best=step == 20)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "checkpoint_best.pt",
+        "checkpoint_last.pt",
+        "checkpoint_step00000020.pt",
+        "checkpoint_step00000030.pt",
+    ]
+    assert load_checkpoint(ckpt.last_path)["step"] == 30
+    assert load_checkpoint(ckpt.best_path)["step"] == 20  # outlives its pruned step file
+    assert ckpt.latest() == ckpt.last_path
+
+
+def test_non_main_rank_writes_nothing(tmp_path):
+    _, state = small_state()
+    assert Checkpointer(tmp_path, is_main=False).save(state, 1) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    _, state = small_state()
+    path = save_atomic(state, tmp_path / "c.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"c\.pt is truncated"):
+        load_checkpoint(path)
+
+
+def test_foreign_checkpoint_is_a_clear_error(tmp_path):
+    torch.save({"state_dict": {}, "epoch": 3}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt is not a checkpoint of this project"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save({"args": argparse.Namespace(lr=1.0)}, tmp_path / "pickled.pt")
+    with pytest.raises(CheckpointError, match=r"pickled\.pt is not a checkpoint .* objects beyond"):
+        load_checkpoint(tmp_path / "pickled.pt")
+    (tmp_path / "text.pt").write_text("hello\n")
+    with pytest.raises(CheckpointError, match=r"text\.pt is not a checkpoint of this project"):
+        load_checkpoint(tmp_path / "text.pt")
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    _, state = small_state()
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        restore_training_state(state, model=torch.nn.Linear(4, 2))
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    _, state = small_state(step=1)
+    path = save_atomic(state, tmp_path / "c.pt")
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_atomic(small_state(step=2)[1], path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
+
+
+def make_run():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1))
+    opt = LAMB(model.parameters(), lr=0.05)
+    sched = build_scheduler(opt, "cosine", warmup_steps=2, total_steps=10)
+    return model, opt, sched, Precision.create("fp32", "cpu")
+
+
+def train(model, opt, sched, steps):
+    for _ in range(steps):
+        x = torch.randn(16, 4)  # consumes the torch RNG, like dropout does
+        model(x).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+
+
+def test_resume_in_process_is_exact(tmp_path):
+    model, opt, sched, prec = make_run()
+    train(model, opt, sched, 10)
+
+    model2, opt2, sched2, prec2 = make_run()
+    train(model2, opt2, sched2, 5)
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(
+        capture_training_state(
+            model=model2, optimizer=opt2, scheduler=sched2, precision=prec2, step=5
+        ),
+        5,
+    )
+    torch.manual_seed(123)  # disturb the RNG: resume must restore it
+
+    model3, opt3, sched3, prec3 = make_run()
+    state = ckpt.resume(model=model3, optimizer=opt3, scheduler=sched3, precision=prec3)
+    assert state["step"] == 5
+    train(model3, opt3, sched3, 5)
+    for a, b in zip(model.parameters(), model3.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    """2N steps in one go == N steps, SIGKILL, resume, the rest."""
+    common = [
+        "-m",
+        "scripts.toolkit_check",
+        "--steps",
+        "60",
+        "--save-every",
+        "20",
+        "--print-freq",
+        "20",
+        "--dropout",
+        "0.2",
+    ]
+    run_python([*common, "--save-dir", tmp_path / "straight"])
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, *common, "--save-dir", str(killed_dir)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:  # kill as soon as the step-20 checkpoint is on disk
+        if "saved checkpoint" in line and "(step 20)" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(killed_dir / "checkpoint_last.pt")["step"] < 60
+
+    out = run_python([*common, "--save-dir", killed_dir, "--resume"]).stdout
+    assert "(step 60)" in out
+    straight = weights(tmp_path / "straight" / "checkpoint_last.pt")
+    resumed = weights(killed_dir / "checkpoint_last.pt")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
+    common = [
+        "-m",
+        "scripts.toolkit_check",
+        "--steps",
+        "400",
+        "--save-every",
+        "1000",
+        "--print-freq",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, *common, "--save-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("step 5 "):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped at step" in out and "SIGTERM" in err
+    stopped_at = load_checkpoint(tmp_path / "checkpoint_last.pt")["step"]
+    assert 5 <= stopped_at < 400
+    out = run_python(
+        [*common, "--save-dir", tmp_path, "--resume", "--steps", str(stopped_at + 3)]
+    ).stdout
+    assert f"(step {stopped_at + 3})" in out
+    assert os.path.exists(tmp_path / "checkpoint_best.pt")
