@@ -1,0 +1,1 @@
+"""Parts shared by the recipes: precision, distributed launch, LAMB, schedules, logging, checkpoints, benchmarks, downloads."""

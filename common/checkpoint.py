@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from common import distributed
+from common.atomic import atomic_write, replace_durably, temp_path
 
 FORMAT = "lm-recipes-checkpoint"
 VERSION = 1
@@ -44,56 +45,33 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, foreign or does not fit the model."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {exc.strerror or exc}; "
-                "earlier checkpoints are untouched"
-            ) from exc
-        raise
-    _fsync_dir(path.parent)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; "
+            "earlier checkpoints are untouched"
+        ) from exc
     return path
 
 
 def _link_atomic(src: Path, dst: Path) -> None:
     """Make `dst` name the same content as `src` (hard link, else copy), atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp = temp_path(dst)
     tmp.unlink(missing_ok=True)
     try:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, dst)
+        replace_durably(tmp, dst)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {dst}: {exc.strerror or exc}") from exc
-    _fsync_dir(dst.parent)
 
 
 def load_checkpoint(

@@ -18,6 +18,7 @@ import datetime
 import os
 import random
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +127,13 @@ def launch_info(env: dict[str, str] | None = None) -> dict[str, Any]:
         "master_addr": "127.0.0.1",
         "master_port": 29500,
     }
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` now, for a single-node rendezvous (torchrun --master_port)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def init_distributed(

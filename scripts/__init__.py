@@ -1,0 +1,1 @@
+"""Repository-wide tools: set-up, demo, toolkit check, log plotting."""

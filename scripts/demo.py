@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from common import distributed
 from common.checkpoint import load_checkpoint
 from common.logging import read_dllogger
 
@@ -78,7 +78,7 @@ def toolkit(out: Path) -> str:
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(free_port()),
+            str(distributed.free_port()),
             *check,
             "--save-dir",
             str(d),
@@ -89,12 +89,6 @@ def toolkit(out: Path) -> str:
         f"2-process DDP val acc {final_metrics(d / 'log.json')['final_val_accuracy']:.3f}"
     )
     return "; ".join(results)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 PARTS: dict[str, Callable[[Path], str]] = {"toolkit": toolkit}

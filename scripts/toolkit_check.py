@@ -81,13 +81,16 @@ class Classifier(nn.Module):
         return self.net(x)
 
 
-def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generated data: random inputs labelled by a fixed random teacher network."""
+def make_data(n_train: int, n_val: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Generated data: random inputs labelled by one fixed random teacher network.
+
+    Returns train_x [n_train, 16], train_y [n_train], val_x [n_val, 16], val_y [n_val].
+    """
     g = torch.Generator().manual_seed(seed)
     teacher = torch.randn(16, 4, generator=g)
-    x = torch.randn(n, 16, generator=g)
-    y = (x @ teacher + 0.1 * torch.randn(n, 4, generator=g)).argmax(dim=1)
-    return x, y
+    x = torch.randn(n_train + n_val, 16, generator=g)
+    y = (x @ teacher + 0.1 * torch.randn(n_train + n_val, 4, generator=g)).argmax(dim=1)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
 def batches(
@@ -138,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logger.log("PARAMETER", {**vars(args), "world_size": env.world_size, "launcher": env.launcher})
 
-    train_x, train_y = make_data(args.train_size, args.seed)
-    val_x, val_y = make_data(1024, args.seed + 1)
-    train_x, train_y = train_x.to(env.device), train_y.to(env.device)
-    val_x, val_y = val_x.to(env.device), val_y.to(env.device)
+    train_x, train_y, val_x, val_y = (
+        t.to(env.device) for t in make_data(args.train_size, 1024, args.seed)
+    )
 
     model = Classifier(args.hidden, args.dropout).to(env.device)
     optimizer = LAMB(param_groups(model, args.weight_decay), lr=args.lr)

@@ -1,7 +1,6 @@
-"""Shared test helpers: subprocess launch from the repo root, free ports, GPU marks."""
+"""Shared test helpers: subprocess launch from the repo root, clean environments, GPU marks."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_PREFIXES = ("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:

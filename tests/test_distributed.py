@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from common.distributed import expand_nodelist, launch_info
-from tests.helpers import ROOT, clean_env, free_port, run_python
+from common.distributed import expand_nodelist, free_port, launch_info
+from tests.helpers import ROOT, clean_env, run_python
 
 
 def test_expand_nodelist():
