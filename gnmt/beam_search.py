@@ -39,7 +39,8 @@ def final_scores(
     log_probs: torch.Tensor, lengths: torch.Tensor, coverage: torch.Tensor, cfg: SearchConfig
 ) -> torch.Tensor:
     """GNMT ranking score for hypotheses: log_probs [N], lengths [N], coverage [N, S]."""
-    lp = ((cfg.len_norm_const + lengths.float()) / (cfg.len_norm_const + 1.0)) ** cfg.len_norm_factor
+    length = lengths.to(log_probs.dtype)
+    lp = ((cfg.len_norm_const + length) / (cfg.len_norm_const + 1.0)) ** cfg.len_norm_factor
     attended = coverage > 0
     cp = torch.where(attended, coverage.clamp(max=1.0).clamp(min=1e-30).log(), 0.0).sum(-1)
     return log_probs / lp + cfg.cov_penalty_factor * cp

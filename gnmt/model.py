@@ -23,7 +23,9 @@ direction of the bidirectional layer), as the TensorFlow recipe describes.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from gnmt.tokenizer import PAD
+from common.checkpoint import CheckpointError, strip_prefixes
+from gnmt.tokenizer import PAD, Tokenizer
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer (h, c), each [1, B, H]
 
@@ -111,7 +114,10 @@ class Encoder(nn.Module):
         self.embedder = embedder
         self.dropout = nn.Dropout(cfg.dropout)
         self.rnn_layers = nn.ModuleList(
-            [nn.LSTM(h, h, batch_first=True, bidirectional=True), nn.LSTM(2 * h, h, batch_first=True)]
+            [
+                nn.LSTM(h, h, batch_first=True, bidirectional=True),
+                nn.LSTM(2 * h, h, batch_first=True),
+            ]
             + [nn.LSTM(h, h, batch_first=True) for _ in range(cfg.num_layers - 2)]
         )
         for lstm in self.rnn_layers:
@@ -135,7 +141,9 @@ class Encoder(nn.Module):
             # The bidirectional layer must be packed (its backward pass would otherwise
             # start in the padding); the later layers only when final states are needed.
             if i == 0 or self.keep_final_states:
-                packed = pack_padded_sequence(x, cpu_lengths, batch_first=True, enforce_sorted=False)
+                packed = pack_padded_sequence(
+                    x, cpu_lengths, batch_first=True, enforce_sorted=False
+                )
                 out, (h, c) = lstm(packed)
                 out, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
                 if self.keep_final_states:
@@ -242,7 +250,9 @@ class GNMT(nn.Module):
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncodedSource:
         keys, finals = self.encoder(src, src_lengths)
         max_len = src.size(1)
-        mask = torch.arange(max_len, device=src.device)[None, :] >= src_lengths.to(src.device)[:, None]
+        mask = (
+            torch.arange(max_len, device=src.device)[None, :] >= src_lengths.to(src.device)[:, None]
+        )
         projected = self.decoder.att_rnn.attn.project_keys(keys)
         return EncodedSource(keys, projected, mask, finals or None)
 
@@ -270,7 +280,9 @@ def label_smoothed_loss(
     padding. Per token: (1 - smoothing) * nll + smoothing * mean over the vocabulary
     of -log p. Returns (loss_sum, nll_sum), both scalars.
     """
-    logprobs = F.log_softmax(logits.float(), dim=-1)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logprobs = F.log_softmax(logits, dim=-1)
     nll = -logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     smooth = -logprobs.mean(dim=-1)
     keep = target != PAD
@@ -280,3 +292,79 @@ def label_smoothed_loss(
 
 def config_dict(model: GNMT) -> dict[str, Any]:
     return asdict(model.config)
+
+
+def _nvidia_safe_globals() -> list[Any]:
+    """What NVIDIA's GNMT checkpoints pickle besides tensors: the tokenizer's BPE object,
+    its defaultdict/partial vocabulary and the run's argparse namespace."""
+    import argparse
+    import collections
+    import functools
+    import re
+
+    from subword_nmt.apply_bpe import BPE
+
+    return [
+        BPE,
+        collections.defaultdict,
+        functools.partial,
+        int,
+        argparse.Namespace,
+        re._compile,
+        re.RegexFlag,
+        set,
+    ]
+
+
+def _load_any(path: Path, map_location: Any) -> dict[str, Any]:
+    """Our checkpoint or NVIDIA's `model_best.pth` as a dict; clear errors otherwise."""
+    try:
+        with torch.serialization.safe_globals(_nvidia_safe_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is truncated, corrupt or not a GNMT checkpoint: {str(exc).splitlines()[0]}"
+        ) from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a GNMT checkpoint (holds a {type(state).__name__})")
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[GNMT, Tokenizer]:
+    """(model in eval mode, tokenizer) from our checkpoint or NVIDIA's PyTorch GNMT one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    state = _load_any(path, map_location)
+    if state.get("format") == "lm-recipes-checkpoint":
+        extra = state["extra"]
+        if "model_config" not in extra or "tokenizer" not in extra:
+            raise CheckpointError(f"{path} is a checkpoint of another model, not GNMT")
+        cfg = dict(extra["model_config"])
+        cfg.pop("init_weight", None)
+        tokenizer = Tokenizer.from_state_dict(extra["tokenizer"])
+        weights = state["model"]
+    elif {"model_config", "state_dict", "tokenizer"} <= set(state):
+        nv = state["model_config"]
+        cfg = {k: nv[k] for k in ("vocab_size", "hidden_size", "num_layers", "dropout")}
+        cfg["share_embedding"] = nv.get("share_embedding", True)
+        tokenizer = Tokenizer.from_nvidia_state(state["tokenizer"])
+        weights = {
+            k.replace("decoder.classifier.classifier.", "decoder.classifier."): v
+            for k, v in strip_prefixes(state["state_dict"]).items()
+        }
+    else:
+        raise CheckpointError(f"{path} is not a GNMT checkpoint (keys: {sorted(state)[:8]})")
+    if tokenizer.vocab_size != cfg["vocab_size"]:
+        raise CheckpointError(
+            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
+            f"{cfg['vocab_size']}: the vocabulary does not match the checkpoint"
+        )
+    model = GNMT(**cfg)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit GNMT{cfg}: {exc}") from exc
+    return model.eval(), tokenizer

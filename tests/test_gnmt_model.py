@@ -69,8 +69,13 @@ def reference_logits(model, src_ids, tgt_ids):
     contexts = []
     for q in y:
         e = torch.stack(
-            [torch.tanh(attn.linear_q.weight @ q + attn.linear_k.weight @ k + attn.normalize_bias) @ v
-             for k in keys]
+            [
+                torch.tanh(
+                    attn.linear_q.weight @ q + attn.linear_k.weight @ k + attn.normalize_bias
+                )
+                @ v
+                for k in keys
+            ]
         )
         contexts.append(torch.softmax(e, 0) @ keys)
     for i, lstm in enumerate(dec.rnn_layers):
@@ -125,12 +130,18 @@ def test_step_by_step_decoding_equals_teacher_forcing():
 def test_state_dict_names_follow_nvidia_layout():
     keys = set(GNMT(32, hidden_size=4, num_layers=4).state_dict())
     expected = {
-        "encoder.embedder.weight", "decoder.embedder.weight",
-        "encoder.rnn_layers.0.weight_ih_l0_reverse", "encoder.rnn_layers.3.bias_hh_l0",
-        "decoder.att_rnn.rnn.weight_hh_l0", "decoder.att_rnn.attn.linear_q.weight",
-        "decoder.att_rnn.attn.linear_k.weight", "decoder.att_rnn.attn.linear_att",
-        "decoder.att_rnn.attn.normalize_scalar", "decoder.att_rnn.attn.normalize_bias",
-        "decoder.rnn_layers.2.weight_ih_l0", "decoder.classifier.weight",
+        "encoder.embedder.weight",
+        "decoder.embedder.weight",
+        "encoder.rnn_layers.0.weight_ih_l0_reverse",
+        "encoder.rnn_layers.3.bias_hh_l0",
+        "decoder.att_rnn.rnn.weight_hh_l0",
+        "decoder.att_rnn.attn.linear_q.weight",
+        "decoder.att_rnn.attn.linear_k.weight",
+        "decoder.att_rnn.attn.linear_att",
+        "decoder.att_rnn.attn.normalize_scalar",
+        "decoder.att_rnn.attn.normalize_bias",
+        "decoder.rnn_layers.2.weight_ih_l0",
+        "decoder.classifier.weight",
         "decoder.classifier.bias",
     }
     assert expected <= keys
@@ -189,25 +200,62 @@ def test_batched_beam_search_equals_sentence_by_sentence():
     src, src_len = batch([6, 3, 5, 4], seed=5)
     cfg = SearchConfig(beam_size=4, max_length=10)
     together = beam_search(model, src, src_len, cfg)
-    alone = [beam_search(model, src[i : i + 1, : src_len[i]], src_len[i : i + 1], cfg)[0]
-             for i in range(4)]
+    alone = [
+        beam_search(model, src[i : i + 1, : src_len[i]], src_len[i : i + 1], cfg)[0]
+        for i in range(4)
+    ]
     assert together == alone
-    assert all(EOS not in hyp and len(hyp) < 10 for hyp in together)
+    assert all(EOS not in hyp and len(hyp) <= 10 for hyp in together)
 
 
-def test_wider_beam_never_scores_worse_under_the_model():
-    model = make_model(seed=4)
-    src, src_len = batch([5], seed=6)
+class ScriptedModel:
+    """Next-token distributions that depend only on the previous token, so greedy
+    decoding is lured down a worse path: BOS -> A (0.6) | B (0.4);
+    A -> C (0.36) | D (0.34) | EOS (0.3); C, D -> EOS; B -> EOS (0.99)."""
 
-    def logprob(hyp):
-        seq = torch.tensor([[BOS, *hyp]])
-        lp = F.log_softmax(model(src, src_len, seq)[0], -1)
-        return sum(lp[j, t] for j, t in enumerate([*hyp, EOS])).item()
+    A, B, C, D = 4, 5, 6, 7
+    V = 8
 
-    cfg = dict(max_length=8, len_norm_factor=0.0, cov_penalty_factor=0.0)
-    narrow = beam_search(model, src, src_len, SearchConfig(beam_size=1, **cfg))[0]
-    wide = beam_search(model, src, src_len, SearchConfig(beam_size=8, **cfg))[0]
-    assert logprob(wide) >= logprob(narrow) - 1e-12
+    def __init__(self):
+        table = torch.full((self.V, self.V), 1e-9)
+        table[BOS, [self.A, self.B]] = torch.tensor([0.6, 0.4])
+        table[self.A, [self.C, self.D, EOS]] = torch.tensor([0.36, 0.34, 0.3])
+        table[self.B, EOS] = 0.99
+        table[[self.C, self.D, EOS], EOS] = 1.0
+        self.logits = table.log()
+
+    def encode(self, src, lengths):
+        return Source(torch.zeros(src.size(0), src.size(1)))
+
+    def decode(self, last, source, state):
+        n = last.size(0)
+        attn = torch.full((n, 1, source.mask.size(1)), 1.0 / source.mask.size(1))
+        return self.logits[last[:, 0]].unsqueeze(1), attn, [(torch.zeros(1, n, 1),) * 2]
+
+
+class Source:
+    def __init__(self, mask):
+        self.mask, self.state = mask, None
+
+    def index_select(self, index):
+        return Source(self.mask.index_select(0, index))
+
+
+def test_beam_search_finds_what_greedy_misses():
+    model, src = ScriptedModel(), torch.ones(1, 3, dtype=torch.long)
+    plain = dict(max_length=6, len_norm_factor=0.0, cov_penalty_factor=0.0)
+    greedy = beam_search(model, src, torch.tensor([3]), SearchConfig(beam_size=1, **plain))
+    beam = beam_search(model, src, torch.tensor([3]), SearchConfig(beam_size=2, **plain))
+    assert greedy == [[ScriptedModel.A, ScriptedModel.C]]  # probability 0.216
+    assert beam == [[ScriptedModel.B]]  # probability 0.396
+
+
+def test_length_normalisation_changes_the_choice():
+    # With a strong length bonus the longer A C (0.216) beats B (0.396):
+    # log(0.21) / lp(3) > log(0.396) / lp(2) once alpha is large.
+    model, src = ScriptedModel(), torch.ones(1, 3, dtype=torch.long)
+    cfg = SearchConfig(beam_size=2, max_length=6, len_norm_factor=4.0, cov_penalty_factor=0.0)
+    assert beam_search(model, src, torch.tensor([3]), cfg)[0][0] == ScriptedModel.A
 
 
 def test_final_scores_formula():

@@ -1,0 +1,178 @@
+"""Translate raw text with a GNMT checkpoint; score with sacreBLEU; benchmark inference.
+
+    python -m gnmt.translate --model results/gnmt/model_best.pth --input test.en
+        # -> test.en.trans (one line per input line)
+    echo "Hello world." | python -m gnmt.translate --model model_best.pth --input -
+    python -m gnmt.translate --model model_best.pth --input newstest2014.en \\
+        --reference newstest2014.de --batch-size 1,32,128 --beam-size 1,2,5
+        # -> a table of BLEU, sentences/s, tokens/s, latency avg/50/90/95/99/100%
+
+Raw text goes through Moses tokenization, BPE and the vocabulary, then beam search,
+then de-BPE and Moses detokenization. Sentences are translated in batches of
+similar length and written back in input order. Empty lines give empty lines; a line
+longer than --max-input-length tokens is truncated with a warning, never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import sacrebleu
+import torch
+
+from common.atomic import atomic_write
+from common.benchmark import LatencyRecorder, markdown_table
+from common.precision import PRECISIONS, Precision
+from gnmt.beam_search import SearchConfig, beam_search
+from gnmt.data import DataError, length_sorted_batches, pad, read_lines
+from gnmt.model import GNMT, load_checkpoint
+from gnmt.tokenizer import EOS, Tokenizer
+
+
+def translate_ids(
+    model: GNMT,
+    sources: list[list[int]],
+    batch_size: int,
+    cfg: SearchConfig,
+    device: torch.device,
+    latency: LatencyRecorder | None = None,
+) -> list[list[int]]:
+    """Beam-search every id sequence (with BOS/EOS); results in input order, no BOS/EOS."""
+    results: list[list[int]] = [[] for _ in sources]
+    for indices in length_sorted_batches([len(s) for s in sources], batch_size):
+        src, lengths = pad([torch.tensor(sources[i]) for i in indices])
+        with latency.measure() if latency else contextlib.nullcontext():
+            hyps = beam_search(model, src.to(device), lengths.to(device), cfg)
+        for i, hyp in zip(indices, hyps, strict=True):
+            results[i] = hyp
+    return results
+
+
+def encode_lines(
+    lines: list[str], tokenizer: Tokenizer, max_length: int, source_name: str
+) -> list[list[int] | None]:
+    """Ids per line (None for an empty line); over-long lines are cut with a warning."""
+    out: list[list[int] | None] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            out.append(None)
+            continue
+        ids = tokenizer.encode(line)
+        if len(ids) > max_length:
+            print(
+                f"warning: {source_name}:{number}: {len(ids)} tokens, truncated to {max_length}",
+                file=sys.stderr,
+            )
+            ids = ids[: max_length - 1] + [EOS]
+        out.append(ids)
+    return out
+
+
+def read_input(name: str) -> list[str]:
+    if name != "-":
+        return read_lines(name)
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"<stdin>:{number}: not valid UTF-8 ({exc.reason})") from exc
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--model", type=Path, required=True, help="our checkpoint or NVIDIA's")
+    p.add_argument("--input", required=True, help="raw text file, or - for stdin")
+    p.add_argument("--output", default=None, help="default INPUT.trans, stdout for stdin")
+    p.add_argument("--reference", type=Path, default=None, help="raw reference: print BLEU")
+    p.add_argument("--batch-size", default="128", help="comma-separated for a benchmark table")
+    p.add_argument("--beam-size", default="5", help="comma-separated for a benchmark table")
+    p.add_argument("--max-length", type=int, default=150, help="max generated tokens")
+    p.add_argument("--max-input-length", type=int, default=150, help="longer inputs are cut")
+    p.add_argument("--len-norm-factor", type=float, default=0.6)
+    p.add_argument("--len-norm-const", type=float, default=5.0)
+    p.add_argument("--cov-penalty-factor", type=float, default=0.1)
+    p.add_argument(
+        "--math", choices=PRECISIONS, default=None, help="default fp16 on GPU, else fp32"
+    )
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed runs of the first batch before the timed pass",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prec = Precision.create(args.math or ("fp16" if device.type == "cuda" else "fp32"), device)
+    model, tokenizer = load_checkpoint(args.model, map_location=device)
+    model = model.to(device).eval()
+    if prec.mode in ("fp16", "bf16"):
+        model = model.to(prec.autocast_dtype)  # inference only: no master weights needed
+
+    lines = read_input(args.input)
+    encoded = encode_lines(lines, tokenizer, args.max_input_length, args.input)
+    todo = [i for i, ids in enumerate(encoded) if ids is not None]
+    refs = read_lines(args.reference) if args.reference else None
+    if refs is not None and len(refs) != len(lines):
+        raise DataError(f"{args.reference} has {len(refs)} lines, {args.input} has {len(lines)}")
+
+    rows, outputs = [], []
+    for batch_size in map(int, args.batch_size.split(",")):
+        for beam in map(int, args.beam_size.split(",")):
+            cfg = SearchConfig(
+                beam,
+                args.max_length,
+                args.len_norm_factor,
+                args.len_norm_const,
+                args.cov_penalty_factor,
+            )
+            sources = [encoded[i] for i in todo]
+            latency = LatencyRecorder(device=device)
+            with torch.inference_mode():
+                for _ in range(args.warmup if sources else 0):
+                    translate_ids(model, sources[:batch_size], batch_size, cfg, device)
+                hyps = translate_ids(model, sources, batch_size, cfg, device, latency)
+            outputs = [""] * len(lines)
+            for i, hyp in zip(todo, hyps, strict=True):
+                outputs[i] = tokenizer.decode(hyp)
+            row = {"batch": batch_size, "beam": beam}
+            if refs is not None:
+                row["bleu"] = sacrebleu.corpus_bleu(outputs, [refs]).score
+            if sources:
+                total = sum(latency.latencies)
+                row["sent/s"] = len(sources) / total
+                row["tok/s"] = sum(len(h) + 1 for h in hyps) / total  # EOS included
+                row.update(
+                    {
+                        f"latency {k} (ms)": v * 1000
+                        for k, v in latency.summary().items()
+                        if k != "count"
+                    }
+                )
+            rows.append(row)
+
+    if args.output or args.input != "-":
+        out_path = Path(args.output or f"{args.input}.trans")
+        with atomic_write(out_path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in outputs))
+        print(f"wrote {len(outputs)} lines to {out_path}", file=sys.stderr)
+    else:
+        sys.stdout.write("".join(line + "\n" for line in outputs))
+    if len(rows) > 1 or refs is not None:
+        print(markdown_table(rows), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
