@@ -1,0 +1,184 @@
+"""GNMT text <-> ids: Moses tokenization, joint BPE (subword-nmt) and the vocabulary.
+
+    encode: raw text -> Moses tokens -> BPE pieces ("Haus@@ tür") -> ids with BOS/EOS
+    decode: ids -> pieces -> joined words (the "@@ " separators removed) -> Moses
+            detokenization -> raw text
+
+The vocabulary file lists one BPE piece per line; four special tokens come first
+(ids 0-3: PAD, UNK, BOS, EOS, spelled as NVIDIA's PyTorch GNMT spells them, so its
+checkpoints decode the same), and the list may be padded with filler tokens to a
+multiple of 8 for tensor-core friendly matrix shapes. Pieces not in the vocabulary
+map to UNK.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sacremoses
+from subword_nmt.apply_bpe import BPE
+
+PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "<s>", "<\\s>"
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = (PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN)
+
+
+class TokenizerError(ValueError):
+    """Missing or malformed vocabulary / BPE codes; the message names the file."""
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise TokenizerError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TokenizerError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from exc
+    if not text.strip():
+        raise TokenizerError(f"{what} {path} is empty")
+    return text
+
+
+def read_vocab(path: str | os.PathLike) -> list[str]:
+    """BPE pieces of a vocabulary file (one per line; a count column is ignored)."""
+    path = Path(path)
+    pieces = []
+    for number, line in enumerate(_read_text(path, "vocabulary").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise TokenizerError(f"{path}:{number}: expected 'piece' or 'piece count'")
+        pieces.append(fields[0])
+    return pieces
+
+
+def pad_vocab(tokens: list[str], multiple: int) -> list[str]:
+    """`tokens` extended with filler tokens to a multiple of `multiple` entries."""
+    filler = (-len(tokens)) % multiple
+    return tokens + [f"madeupword{i:04d}" for i in range(filler)]
+
+
+def bpe_from_codes(codes: str, separator: str = "@@", source: str = "BPE codes") -> BPE:
+    try:
+        return BPE(io.StringIO(codes), separator=separator)
+    except (ValueError, IndexError) as exc:
+        raise TokenizerError(f"{source}: not a subword-nmt BPE codes file ({exc})") from exc
+
+
+def bpe_codes_text(bpe: BPE) -> str:
+    """The codes file of a BPE object (merges in priority order, version header first)."""
+    merges = sorted(bpe.bpe_codes.items(), key=lambda item: item[1])
+    header = "#version: {}.{}\n".format(*bpe.version)
+    return header + "".join(f"{a} {b}\n" for (a, b), _ in merges)
+
+
+class Tokenizer:
+    """Raw text <-> ids for GNMT (one joint vocabulary for source and target)."""
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        bpe: BPE | None,
+        src_lang: str = "en",
+        tgt_lang: str = "de",
+        separator: str = "@@",
+    ) -> None:
+        tokens = list(tokens)
+        if tuple(tokens[:4]) != SPECIALS:
+            tokens = list(SPECIALS) + [t for t in tokens if t not in SPECIALS]
+        self.tokens = tokens
+        self.index = {}
+        for i, tok in enumerate(tokens):
+            self.index.setdefault(tok, i)  # first occurrence wins
+        self.bpe = bpe
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.separator = separator
+        self._moses_tok = sacremoses.MosesTokenizer(lang=src_lang)
+        self._moses_detok = sacremoses.MosesDetokenizer(lang=tgt_lang)
+
+    @classmethod
+    def from_files(
+        cls,
+        vocab_path: str | os.PathLike,
+        bpe_codes_path: str | os.PathLike | None,
+        src_lang: str = "en",
+        tgt_lang: str = "de",
+        pad_to: int = 8,
+    ) -> Tokenizer:
+        """Vocabulary file (+ BPE codes file, needed to encode raw text)."""
+        tokens = pad_vocab(list(SPECIALS) + read_vocab(vocab_path), pad_to)
+        bpe = None
+        if bpe_codes_path is not None:
+            path = Path(bpe_codes_path)
+            bpe = bpe_from_codes(_read_text(path, "BPE codes"), source=str(path))
+        return cls(tokens, bpe, src_lang, tgt_lang)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    # --- text -> ids -------------------------------------------------------------
+    def moses_tokenize(self, text: str) -> str:
+        return self._moses_tok.tokenize(text, return_str=True)
+
+    def apply_bpe(self, tokenized: str) -> str:
+        if self.bpe is None:
+            raise TokenizerError("this tokenizer has no BPE codes: it cannot encode raw text")
+        return self.bpe.process_line(tokenized)
+
+    def segment(self, pieces: str) -> list[int]:
+        """A line of space-separated BPE pieces -> [BOS, ids..., EOS]; unknown -> UNK."""
+        get = self.index.get
+        return [BOS, *(get(p, UNK) for p in pieces.split()), EOS]
+
+    def encode(self, text: str) -> list[int]:
+        """Raw text -> [BOS, ids..., EOS]."""
+        return self.segment(self.apply_bpe(self.moses_tokenize(text)))
+
+    # --- ids -> text -------------------------------------------------------------
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """Ids -> BPE pieces; PAD, BOS and EOS dropped, UNK kept as `<unk>`."""
+        return [self.tokens[i] for i in ids if i not in (PAD, BOS, EOS)]
+
+    def join_bpe(self, ids: Iterable[int]) -> str:
+        """Ids -> Moses-tokenized text (BPE pieces joined into words)."""
+        text = " ".join(self.pieces(ids))
+        return text.replace(self.separator + " ", "").replace(self.separator, "").strip()
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> detokenized text."""
+        return self._moses_detok.detokenize(self.join_bpe(ids).split())
+
+    # --- persistence -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data only (strings and lists), so checkpoints load with weights_only."""
+        return {
+            "tokens": list(self.tokens),
+            "bpe_codes": bpe_codes_text(self.bpe) if self.bpe is not None else None,
+            "separator": self.separator,
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Tokenizer:
+        codes = state.get("bpe_codes")
+        separator = state.get("separator", "@@")
+        bpe = bpe_from_codes(codes, separator, "checkpoint") if codes else None
+        return cls(state["tokens"], bpe, state["src_lang"], state["tgt_lang"], separator)
+
+    @classmethod
+    def from_nvidia_state(cls, state: dict[str, Any]) -> Tokenizer:
+        """The `tokenizer` entry of NVIDIA's GNMT checkpoints: its pickled subword-nmt
+        BPE object, `idx2tok` (id -> token) and `lang` ({'src': .., 'tgt': ..})."""
+        idx2tok = state["idx2tok"]
+        size = state.get("vocab_size", len(idx2tok))
+        tokens = [idx2tok[i] for i in range(size)]
+        lang = state.get("lang") or {"src": "en", "tgt": "de"}
+        return cls(tokens, state.get("bpe"), lang["src"], lang["tgt"], state.get("separator", "@@"))
