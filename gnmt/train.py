@@ -22,7 +22,7 @@ import sacrebleu
 import torch
 
 from common import distributed
-from common.checkpoint import Checkpointer, capture_training_state
+from common.checkpoint import CheckpointError, Checkpointer, capture_training_state
 from common.logging import Logger
 from common.precision import PRECISIONS, Precision
 from common.preemption import PreemptionGuard
@@ -30,7 +30,7 @@ from common.schedules import build_gnmt_scheduler
 from gnmt import data
 from gnmt.beam_search import SearchConfig
 from gnmt.model import GNMT, config_dict, label_smoothed_loss
-from gnmt.tokenizer import Tokenizer
+from gnmt.tokenizer import Tokenizer, TokenizerError
 from gnmt.translate import translate_ids
 
 
@@ -72,7 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--device", choices=("cuda", "cpu"), default=None)
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--epochs", type=int, default=6)
-    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    t.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps (the LR schedule still spans --epochs, so a "
+        "stopped run continues exactly with --resume)",
+    )
     t.add_argument("--train-batch-size", type=int, default=128, help="sentences per GPU")
     t.add_argument(
         "--train-global-batch-size",
@@ -99,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     c = p.add_argument_group("checkpoints and logs")
     c.add_argument("--save-dir", type=Path, default=Path("results/gnmt"))
-    c.add_argument("--save-freq", type=int, default=5000, help="checkpoint every N steps")
+    c.add_argument("--save-freq", type=int, default=2000, help="checkpoint every N steps")
     c.add_argument("--keep-checkpoints", type=int, default=3, help="numbered saves kept")
     c.add_argument("--resume", action="store_true", help="continue from model_last.pth")
     c.add_argument("--print-freq", type=int, default=10)
@@ -153,6 +159,14 @@ def evaluate_bleu(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return train(args)
+    except (data.DataError, TokenizerError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
     math_mode = args.math or ("fp16" if env.device.type == "cuda" else "fp32")
     prec = Precision.create(math_mode, env.device)
@@ -190,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if batches_in_epoch < accumulation:
         raise SystemExit(f"{ds / args.train_src}: too few sentence pairs for one global batch")
     steps_per_epoch = batches_in_epoch // accumulation
-    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    total_steps = steps_per_epoch * args.epochs
 
     model = GNMT(
         tokenizer.vocab_size,
@@ -222,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
             model=ddp_model, optimizer=optimizer, scheduler=scheduler, precision=prec
         )
         if state is not None:
+            saved_tokens = state["extra"]["tokenizer"]["tokens"]
+            if saved_tokens != tokenizer.tokens:
+                raise CheckpointError(
+                    f"{checkpointer.latest()} was trained with another vocabulary "
+                    f"({len(saved_tokens)} tokens) than {ds / args.vocab} "
+                    f"({tokenizer.vocab_size} tokens)"
+                )
             step = state["step"]
             epoch, next_batch = state["data_position"]["epoch"], state["data_position"]["batch"]
             best_bleu = state["extra"]["best_bleu"]
@@ -359,10 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.target_bleu is not None and bleu >= args.target_bleu:
                 stop_reason = "target_bleu"
         logger.log((epoch + 1,), summary)
-        if stop_reason is None or stop_reason == "target_bleu" or stop_reason == "max_steps":
-            if next_batch >= last_index:
-                epoch, next_batch = epoch + 1, 0
-            save(is_best)
+        if next_batch >= last_index:
+            epoch, next_batch = epoch + 1, 0
+        save(is_best)
 
     logger.log(
         (),

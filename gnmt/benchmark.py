@@ -1,0 +1,227 @@
+"""GNMT throughput on synthetic data: training tokens/s and beam-search sentences/s.
+
+    python -m gnmt.benchmark --device cpu --math fp32,bf16
+    python -m gnmt.benchmark --device cuda --math fp16,bf16,tf32 --batch-size 256 \\
+        --infer-batch-size 1,32,128 --beam-size 1,5 --json results/gnmt_bench.json
+
+Training: full steps (forward under autocast, label-smoothed loss, scaled backward,
+gradient clipping, Adam) on random sentence pairs whose lengths are drawn uniformly
+from [--min-len, --max-len] (the recipe trains on pairs of at most 50 tokens); tokens/s
+counts source plus target tokens, as the recipe's epoch summary does. Inference: beam
+search of random source sentences with a randomly initialised model, which never ends
+a hypothesis early, so every sentence decodes exactly --decode-len steps (about the
+length of a newstest2014 translation). For BLEU and latency on real text with a trained
+model use `gnmt.translate --batch-size ... --beam-size ...`.
+Warm-up steps and batches are excluded from every figure; CUDA is synchronised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from common.benchmark import (
+    LatencyRecorder,
+    ThroughputMeter,
+    log_results,
+    markdown_table,
+    write_json,
+)
+from common.logging import Logger
+from common.precision import Precision
+from gnmt.beam_search import SearchConfig, beam_search
+from gnmt.data import ParallelData, collate, pad
+from gnmt.model import GNMT, label_smoothed_loss
+from gnmt.tokenizer import BOS, EOS
+
+FIRST_WORD = EOS + 1
+
+
+def random_pairs(n: int, vocab: int, min_len: int, max_len: int, seed: int) -> ParallelData:
+    """`n` pairs of [BOS, words..., EOS] with independent uniform lengths (BOS/EOS incl.)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def sentence() -> torch.Tensor:
+        length = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
+        words = torch.randint(FIRST_WORD, vocab, (length - 2,), generator=g)
+        return torch.cat((torch.tensor([BOS]), words, torch.tensor([EOS])))
+
+    pairs = ParallelData([], [])
+    for _ in range(n):
+        pairs.src.append(sentence())
+        pairs.tgt.append(sentence())
+    return pairs
+
+
+def bench_training(model: GNMT, prec: Precision, args: argparse.Namespace) -> dict[str, float]:
+    device = next(model.parameters()).device
+    steps = args.warmup + args.steps
+    pairs = random_pairs(args.batch_size * steps, args.vocab_size, args.min_len, args.max_len, 0)
+    batches = [
+        collate(pairs, range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(steps)
+    ]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+    tokens = ThroughputMeter(warmup_steps=args.warmup, device=device)
+    sentences = ThroughputMeter(warmup_steps=args.warmup, device=device)
+    latency = LatencyRecorder(warmup=args.warmup, device=device)
+    for cpu_batch in batches:
+        with latency.measure():
+            batch = cpu_batch.to(device)
+            with prec.autocast():
+                logits = model(batch.src, batch.src_lengths, batch.tgt_input)
+            loss, _ = label_smoothed_loss(logits, batch.tgt_output)
+            prec.backward(loss / batch.src.size(0))
+            prec.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            prec.step(optimizer)
+            optimizer.zero_grad(set_to_none=True)
+        tokens.update(cpu_batch.tokens)
+        sentences.update(cpu_batch.src.size(0))
+    return {
+        "tokens/s": tokens.throughput,
+        "sentences/s": sentences.throughput,
+        **{f"step_{k}": v for k, v in latency.summary().items() if k != "count"},
+    }
+
+
+def bench_inference(
+    model: GNMT, prec: Precision, batch_size: int, beam: int, args: argparse.Namespace
+) -> dict[str, float]:
+    device = next(model.parameters()).device
+    model.eval()
+    if prec.mode in ("fp16", "bf16"):
+        model = model.to(prec.autocast_dtype)  # as gnmt.translate runs inference
+    cfg = SearchConfig(beam_size=beam, max_length=args.decode_len)
+    calls = args.infer_warmup + args.infer_batches
+    pairs = random_pairs(batch_size * calls, args.vocab_size, args.min_len, args.max_len, 1)
+    latency = LatencyRecorder(warmup=args.infer_warmup, device=device)
+    generated = 0
+    with torch.inference_mode():
+        for i in range(calls):
+            src, lengths = pad(pairs.src[i * batch_size : (i + 1) * batch_size])
+            with latency.measure(), prec.autocast():
+                hyps = beam_search(model, src.to(device), lengths.to(device), cfg)
+            if i >= args.infer_warmup:
+                generated += sum(len(h) for h in hyps)
+    summary = latency.summary(items_per_call=batch_size)
+    total = summary["avg"] * summary["count"]
+    return {
+        "sentences/s": summary["throughput"],
+        "tokens/s": generated / total,
+        **{f"latency_{k}": summary[k] for k in ("avg", "p50", "p90", "p95", "p99", "p100")},
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name from /proc/cpuinfo where there is one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--math", default="fp32,bf16", help="comma-separated precisions")
+    p.add_argument("--mode", default="train,infer", help="train, infer or both")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    m = p.add_argument_group("model (the recipe's by default)")
+    m.add_argument("--vocab-size", type=int, default=32320)
+    m.add_argument("--hidden-size", type=int, default=1024)
+    m.add_argument("--num-layers", type=int, default=4)
+    t = p.add_argument_group("training")
+    t.add_argument("--batch-size", type=int, default=128, help="sentence pairs per step")
+    t.add_argument("--min-len", type=int, default=10, help="tokens, BOS/EOS included")
+    t.add_argument("--max-len", type=int, default=50, help="tokens, BOS/EOS included")
+    t.add_argument("--warmup", type=int, default=2, help="untimed steps")
+    t.add_argument("--steps", type=int, default=5, help="timed steps")
+    i = p.add_argument_group("inference")
+    i.add_argument("--infer-batch-size", default="1,32", help="comma-separated")
+    i.add_argument("--beam-size", default="1,5", help="comma-separated")
+    i.add_argument("--decode-len", type=int, default=30, help="generated tokens per sentence")
+    i.add_argument("--infer-warmup", type=int, default=1, help="untimed batches")
+    i.add_argument("--infer-batches", type=int, default=5, help="timed batches")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", type=Path, default=None, help="write all results here")
+    o.add_argument("--log-file", type=Path, default=None, help="DLLogger lines")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    modes = args.mode.split(",")
+    maths = args.math.split(",")
+    setting = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": f"GNMT h{args.hidden_size} l{args.num_layers} V{args.vocab_size}",
+    }
+    print(" | ".join(f"{k} {v}" for k, v in setting.items()), flush=True)
+    train_rows, infer_rows = [], []
+    with Logger(args.log_file, stdout=False) as logger:
+        for math in maths:
+            prec = Precision.create(math, device)
+            if "train" in modes:
+                model = GNMT(args.vocab_size, args.hidden_size, args.num_layers).to(device)
+                row = {"math": math, "batch": args.batch_size, **bench_training(model, prec, args)}
+                log_results(logger, row, step=("train", math))
+                train_rows.append(row)
+                print(f"train {math}: {row['tokens/s']:.1f} tok/s", flush=True)
+            if "infer" in modes:
+                model = GNMT(args.vocab_size, args.hidden_size, args.num_layers).to(device)
+                for batch_size in map(int, args.infer_batch_size.split(",")):
+                    for beam in map(int, args.beam_size.split(",")):
+                        row = {
+                            "math": math,
+                            "batch": batch_size,
+                            "beam": beam,
+                            **bench_inference(model, prec, batch_size, beam, args),
+                        }
+                        log_results(logger, row, step=("infer", math, batch_size, beam))
+                        infer_rows.append(row)
+                        print(
+                            f"infer {math} batch {batch_size} beam {beam}: "
+                            f"{row['sentences/s']:.2f} sent/s",
+                            flush=True,
+                        )
+    if train_rows:
+        print("\nTraining (latency in ms per step):")
+        print(markdown_table([_ms(r) for r in train_rows]))
+    if infer_rows:
+        print("Beam search (latency in ms per batch):")
+        print(markdown_table([_ms(r) for r in infer_rows]))
+    if args.json:
+        write_json(args.json, {"setting": setting, "train": train_rows, "infer": infer_rows})
+    return 0
+
+
+def _ms(row: dict) -> dict:
+    """Seconds -> milliseconds for the table."""
+    return {
+        k.replace("step_", "").replace("latency_", "")
+        + (" (ms)" if k.startswith(("step_", "latency_")) else ""): v * 1e3
+        if k.startswith(("step_", "latency_"))
+        else v
+        for k, v in row.items()
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
