@@ -1,0 +1,85 @@
+"""Named configurations in YAML as argparse defaults: the command line still wins.
+
+A config file holds a base section per job (`train:`, `eval:`, ...) with the published
+recipe's values, optional extra bases (for example `train_multinode:`), and `configs:`
+naming machine set-ups, each a set of overrides per section:
+
+    train: {n_layer: 16, lr: 0.01, batch_size: 256}
+    eval: {tgt_len: 64, mem_len: 640}
+    configs:
+      default: {}
+      dgx1_1gpu_fp16:
+        train: {precision: fp16, batch_chunk: 8}
+        eval: {precision: fp16}
+      8dgx2_16gpu_fp16:
+        base: {train: train_multinode}   # start `train` from another base section
+        train: {precision: fp16}
+
+    parser = argparse.ArgumentParser(); ...
+    args = parse_with_config(parser, argv, "transformer_xl/configs/wt103_base.yaml", "train")
+
+`--config NAME` (default `default`) picks the set-up and `--config_file` the file; keys
+must be the parser's destinations, so a typo in a config is an error, not ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An unknown config name, section or key; the message names the file."""
+
+
+def load_named_config(path: str | os.PathLike, name: str, section: str) -> dict[str, Any]:
+    """The values of `section` for set-up `name`: the base section, then the overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    configs = doc.get("configs") or {}
+    if name not in configs:
+        raise ConfigError(f"{path}: no config named {name!r} (known: {', '.join(configs)})")
+    entry = configs[name] or {}
+    base_name = (entry.get("base") or {}).get(section, section)
+    if base_name not in doc:
+        raise ConfigError(f"{path}: config {name!r} needs a section {base_name!r}")
+    values = dict(doc[base_name] or {})
+    values.update(entry.get(section) or {})
+    return values
+
+
+def parse_with_config(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    default_file: str | os.PathLike | None,
+    section: str,
+) -> argparse.Namespace:
+    """Parse `argv` with the named config's values as defaults (flags override them).
+
+    Adds `--config` and `--config_file` to `parser`.
+    """
+    parser.add_argument("--config", default="default", help="named set-up in the config file")
+    parser.add_argument(
+        "--config_file", default=default_file, help="YAML file of named set-ups ('' for none)"
+    )
+    known, _ = parser.parse_known_args(argv)
+    if known.config_file:
+        values = load_named_config(known.config_file, known.config, section)
+        dests = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - dests)
+        if unknown:
+            raise ConfigError(
+                f"{known.config_file}: config {known.config!r} sets unknown options: "
+                f"{', '.join(unknown)}"
+            )
+        parser.set_defaults(**values)
+    return parser.parse_args(argv)
