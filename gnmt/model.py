@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from common.checkpoint import CheckpointError, strip_prefixes
-from gnmt.tokenizer import PAD, Tokenizer
+from common.checkpoint import FORMAT, CheckpointError, strip_prefixes
+from gnmt.tokenizer import PAD, Tokenizer, TokenizerError
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer (h, c), each [1, B, H]
 
@@ -294,40 +297,76 @@ def config_dict(model: GNMT) -> dict[str, Any]:
     return asdict(model.config)
 
 
+def _defaultdict_as_dict(*_default_factory: Any) -> dict:
+    """Stands in for `collections.defaultdict` while unpickling NVIDIA's `tok2idx`:
+    torch's weights_only unpickler fills plain dicts only, and the default (UNK) is
+    not needed because `Tokenizer` maps unknown pieces to UNK itself."""
+    return {}
+
+
 def _nvidia_safe_globals() -> list[Any]:
-    """What NVIDIA's GNMT checkpoints pickle besides tensors: the tokenizer's BPE object,
-    its defaultdict/partial vocabulary and the run's argparse namespace."""
+    """What NVIDIA's GNMT checkpoints pickle besides tensors and plain data: the
+    tokenizer's subword-nmt BPE object (with glossaries it holds a compiled regex),
+    `tok2idx` = defaultdict(partial(int, UNK)) and the run's argparse namespace."""
     import argparse
-    import collections
     import functools
-    import re
 
     from subword_nmt.apply_bpe import BPE
 
     return [
         BPE,
-        collections.defaultdict,
+        re._compile,
+        (_defaultdict_as_dict, "collections.defaultdict"),
         functools.partial,
         int,
         argparse.Namespace,
-        re._compile,
-        re.RegexFlag,
-        set,
     ]
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """The one useful sentence of torch's long weights_only error."""
+    match = re.search(r"WeightsUnpickler error: (.*?\.)(?: |$)", str(exc), re.MULTILINE)
+    return match.group(1) if match else str(exc).strip().splitlines()[-1]
 
 
 def _load_any(path: Path, map_location: Any) -> dict[str, Any]:
     """Our checkpoint or NVIDIA's `model_best.pth` as a dict; clear errors otherwise."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    # The zip directory sits at the end of the file: gone if the copy was cut short.
+    # (Files without the zip header may be torch's legacy format, as older NVIDIA ones.)
+    if zipped and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path} is truncated (its archive directory is missing)")
     try:
         with torch.serialization.safe_globals(_nvidia_safe_globals()):
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path} is truncated, corrupt or not a GNMT checkpoint: {str(exc).splitlines()[0]}"
+            f"{path} is not a GNMT checkpoint (it holds objects beyond tensors, plain data "
+            f"and NVIDIA's tokenizer): {_unpickling_reason(exc)}"
+        ) from exc
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path} is truncated, corrupt or not a torch checkpoint "
+            f"({type(exc).__name__}: {detail})"
         ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a GNMT checkpoint (holds a {type(state).__name__})")
     return state
+
+
+def _nvidia_model_config(nv: Any, path: Path) -> dict[str, Any]:
+    """Our GNMT arguments from NVIDIA's `model_config` (batch_first only changes the
+    layout of activations, not the weights)."""
+    try:
+        cfg = {k: nv[k] for k in ("vocab_size", "hidden_size", "num_layers", "dropout")}
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: model_config lacks {exc} (got {nv!r})") from exc
+    cfg["share_embedding"] = nv.get("share_embedding", True)
+    return cfg
 
 
 def load_checkpoint(
@@ -338,25 +377,29 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     state = _load_any(path, map_location)
-    if state.get("format") == "lm-recipes-checkpoint":
-        extra = state["extra"]
+    if state.get("format") == FORMAT:
+        extra = state.get("extra") or {}
         if "model_config" not in extra or "tokenizer" not in extra:
             raise CheckpointError(f"{path} is a checkpoint of another model, not GNMT")
         cfg = dict(extra["model_config"])
         cfg.pop("init_weight", None)
-        tokenizer = Tokenizer.from_state_dict(extra["tokenizer"])
+        tokenizer_state, from_state = extra["tokenizer"], Tokenizer.from_state_dict
         weights = state["model"]
     elif {"model_config", "state_dict", "tokenizer"} <= set(state):
-        nv = state["model_config"]
-        cfg = {k: nv[k] for k in ("vocab_size", "hidden_size", "num_layers", "dropout")}
-        cfg["share_embedding"] = nv.get("share_embedding", True)
-        tokenizer = Tokenizer.from_nvidia_state(state["tokenizer"])
+        cfg = _nvidia_model_config(state["model_config"], path)
+        tokenizer_state, from_state = state["tokenizer"], Tokenizer.from_nvidia_state
         weights = {
             k.replace("decoder.classifier.classifier.", "decoder.classifier."): v
             for k, v in strip_prefixes(state["state_dict"]).items()
         }
     else:
         raise CheckpointError(f"{path} is not a GNMT checkpoint (keys: {sorted(state)[:8]})")
+    try:
+        tokenizer = from_state(tokenizer_state)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed tokenizer state ({exc!r})") from exc
+    except TokenizerError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     if tokenizer.vocab_size != cfg["vocab_size"]:
         raise CheckpointError(
             f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "

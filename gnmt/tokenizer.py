@@ -64,9 +64,23 @@ def pad_vocab(tokens: list[str], multiple: int) -> list[str]:
     return tokens + [f"madeupword{i:04d}" for i in range(filler)]
 
 
-def bpe_from_codes(codes: str, separator: str = "@@", source: str = "BPE codes") -> BPE:
+def _check_codes(codes: str, source: str) -> None:
+    """subword-nmt reports a malformed merge line by exiting the process: check first."""
+    for number, line in enumerate(codes.rstrip("\n").split("\n"), 1):
+        if number == 1 and line.startswith("#version:"):
+            continue
+        if len(line.strip("\r\n ").split(" ")) != 2:
+            raise TokenizerError(
+                f"{source}:{number}: expected a merge 'left right' in a BPE codes file, "
+                f"got {line!r}"
+            )
+
+
+def bpe_from_codes(codes: str, separator: str = "@@", source: str = "BPE codes", **kw: Any) -> BPE:
+    """A subword-nmt BPE from the text of a codes file (`kw`: vocab, glossaries)."""
+    _check_codes(codes, source)
     try:
-        return BPE(io.StringIO(codes), separator=separator)
+        return BPE(io.StringIO(codes), separator=separator, **kw)
     except (ValueError, IndexError) as exc:
         raise TokenizerError(f"{source}: not a subword-nmt BPE codes file ({exc})") from exc
 
@@ -74,7 +88,7 @@ def bpe_from_codes(codes: str, separator: str = "@@", source: str = "BPE codes")
 def bpe_codes_text(bpe: BPE) -> str:
     """The codes file of a BPE object (merges in priority order, version header first)."""
     merges = sorted(bpe.bpe_codes.items(), key=lambda item: item[1])
-    header = "#version: {}.{}\n".format(*bpe.version)
+    header = "#version: " + ".".join(map(str, bpe.version)) + "\n"
     return header + "".join(f"{a} {b}\n" for (a, b), _ in merges)
 
 
@@ -142,14 +156,15 @@ class Tokenizer:
         return self.segment(self.apply_bpe(self.moses_tokenize(text)))
 
     # --- ids -> text -------------------------------------------------------------
-    def pieces(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> BPE pieces; PAD, BOS and EOS dropped, UNK kept as `<unk>`."""
-        return [self.tokens[i] for i in ids if i not in (PAD, BOS, EOS)]
-
     def join_bpe(self, ids: Iterable[int]) -> str:
-        """Ids -> Moses-tokenized text (BPE pieces joined into words)."""
-        text = " ".join(self.pieces(ids))
-        return text.replace(self.separator + " ", "").replace(self.separator, "").strip()
+        """Ids -> Moses-tokenized text: BPE pieces joined into words, BOS/EOS/PAD
+        removed, UNK kept as `<unk>`. Specials are removed after the pieces are joined,
+        as NVIDIA's recipe does, so `Haus@@ <s> tür` gives `Haus tür`."""
+        text = " ".join(self.tokens[i] for i in ids)
+        text = text.replace(self.separator + " ", "").replace(self.separator, "")
+        for special in (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN):
+            text = text.replace(special, "")
+        return text.strip()
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> detokenized text."""
@@ -179,6 +194,20 @@ class Tokenizer:
         BPE object, `idx2tok` (id -> token) and `lang` ({'src': .., 'tgt': ..})."""
         idx2tok = state["idx2tok"]
         size = state.get("vocab_size", len(idx2tok))
-        tokens = [idx2tok[i] for i in range(size)]
+        # NVIDIA builds idx2tok by inverting tok2idx: a piece listed twice in its
+        # vocabulary file keeps only its last id, and the earlier ids have no token.
+        tokens = [idx2tok.get(i, UNK_TOKEN) for i in range(size)]
         lang = state.get("lang") or {"src": "en", "tgt": "de"}
-        return cls(tokens, state.get("bpe"), lang["src"], lang["tgt"], state.get("separator", "@@"))
+        separator = state.get("separator", "@@")
+        bpe = state.get("bpe")
+        if bpe is not None:
+            # Rebuilt from its merges, so a BPE pickled by another subword-nmt version
+            # behaves as this version's (and as the codes in our own checkpoints).
+            bpe = bpe_from_codes(
+                bpe_codes_text(bpe),
+                getattr(bpe, "separator", separator),
+                "checkpoint",
+                vocab=getattr(bpe, "vocab", None),
+                glossaries=getattr(bpe, "glossaries", None),
+            )
+        return cls(tokens, bpe, lang["src"], lang["tgt"], separator)

@@ -22,7 +22,7 @@ import sacrebleu
 import torch
 
 from common import distributed
-from common.checkpoint import CheckpointError, Checkpointer, capture_training_state
+from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.logging import Logger
 from common.precision import PRECISIONS, Precision
 from common.preemption import PreemptionGuard

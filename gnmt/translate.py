@@ -25,11 +25,14 @@ import torch
 
 from common.atomic import atomic_write
 from common.benchmark import LatencyRecorder, markdown_table
-from common.precision import PRECISIONS, Precision
+from common.checkpoint import CheckpointError
+from common.precision import PRECISIONS, Precision, PrecisionError
 from gnmt.beam_search import SearchConfig, beam_search
 from gnmt.data import DataError, length_sorted_batches, pad, read_lines
 from gnmt.model import GNMT, load_checkpoint
-from gnmt.tokenizer import EOS, Tokenizer
+from gnmt.tokenizer import EOS, Tokenizer, TokenizerError
+
+STDIN = "-"
 
 
 def translate_ids(
@@ -72,7 +75,8 @@ def encode_lines(
 
 
 def read_input(name: str) -> list[str]:
-    if name != "-":
+    """Lines of the input file, or of stdin for "-"; non-UTF-8 bytes are a DataError."""
+    if name != STDIN:
         return read_lines(name)
     lines = []
     for number, raw in enumerate(sys.stdin.buffer, 1):
@@ -83,6 +87,23 @@ def read_input(name: str) -> list[str]:
     return lines
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """Comma-separated positive integers: "1,32,128" -> [1, 32, 128]."""
+    try:
+        return [positive_int(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        ) from exc
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -91,10 +112,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="raw text file, or - for stdin")
     p.add_argument("--output", default=None, help="default INPUT.trans, stdout for stdin")
     p.add_argument("--reference", type=Path, default=None, help="raw reference: print BLEU")
-    p.add_argument("--batch-size", default="128", help="comma-separated for a benchmark table")
-    p.add_argument("--beam-size", default="5", help="comma-separated for a benchmark table")
-    p.add_argument("--max-length", type=int, default=150, help="max generated tokens")
-    p.add_argument("--max-input-length", type=int, default=150, help="longer inputs are cut")
+    p.add_argument(
+        "--batch-size",
+        type=positive_ints,
+        default="128",
+        help="comma-separated for a benchmark table",
+    )
+    p.add_argument(
+        "--beam-size", type=positive_ints, default="5", help="comma-separated for a benchmark table"
+    )
+    p.add_argument("--max-length", type=positive_int, default=150, help="max generated tokens")
+    p.add_argument(
+        "--max-input-length", type=positive_int, default=150, help="longer inputs are cut"
+    )
     p.add_argument("--len-norm-factor", type=float, default=0.6)
     p.add_argument("--len-norm-const", type=float, default=5.0)
     p.add_argument("--cov-penalty-factor", type=float, default=0.1)
@@ -111,8 +141,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def translate(args: argparse.Namespace) -> None:
+    """Everything `main` does; bad input raises DataError, CheckpointError, ..."""
+    # Inputs are checked before the model is loaded: a bad line costs no GPU time.
+    lines = read_input(args.input)
+    refs = read_lines(args.reference) if args.reference else None
+    if refs is not None and len(refs) != len(lines):
+        raise DataError(f"{args.reference} has {len(refs)} lines, {args.input} has {len(lines)}")
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise PrecisionError("--device cuda was asked for, but no CUDA device is available")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prec = Precision.create(args.math or ("fp16" if device.type == "cuda" else "fp32"), device)
     model, tokenizer = load_checkpoint(args.model, map_location=device)
@@ -120,16 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     if prec.mode in ("fp16", "bf16"):
         model = model.to(prec.autocast_dtype)  # inference only: no master weights needed
 
-    lines = read_input(args.input)
-    encoded = encode_lines(lines, tokenizer, args.max_input_length, args.input)
+    source_name = "<stdin>" if args.input == STDIN else args.input
+    encoded = encode_lines(lines, tokenizer, args.max_input_length, source_name)
     todo = [i for i, ids in enumerate(encoded) if ids is not None]
-    refs = read_lines(args.reference) if args.reference else None
-    if refs is not None and len(refs) != len(lines):
-        raise DataError(f"{args.reference} has {len(refs)} lines, {args.input} has {len(lines)}")
+    sources = [encoded[i] for i in todo]
 
     rows, outputs = [], []
-    for batch_size in map(int, args.batch_size.split(",")):
-        for beam in map(int, args.beam_size.split(",")):
+    for batch_size in args.batch_size:
+        for beam in args.beam_size:
             cfg = SearchConfig(
                 beam,
                 args.max_length,
@@ -137,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
                 args.len_norm_const,
                 args.cov_penalty_factor,
             )
-            sources = [encoded[i] for i in todo]
             latency = LatencyRecorder(device=device)
             with torch.inference_mode():
                 for _ in range(args.warmup if sources else 0):
@@ -162,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rows.append(row)
 
-    if args.output or args.input != "-":
+    if args.output or args.input != STDIN:
         out_path = Path(args.output or f"{args.input}.trans")
         with atomic_write(out_path, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in outputs))
@@ -171,6 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("".join(line + "\n" for line in outputs))
     if len(rows) > 1 or refs is not None:
         print(markdown_table(rows), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        translate(args)
+    except (DataError, CheckpointError, TokenizerError, PrecisionError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
