@@ -28,9 +28,11 @@ import json
 import math
 import numbers
 import os
+import platform
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -242,6 +244,33 @@ def markdown_table(
         "-" * (w - 1) + (":" if right else "-") for w, right in zip(widths, numeric, strict=True)
     ]
     return "\n".join([line(columns), line(rule), *(line(r) for r in body)]) + "\n"
+
+
+def device_name(device: torch.device | str) -> str:
+    """The GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def to_milliseconds(row: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """A result row for a table: keys starting with one of `prefixes` hold seconds and
+    become "<rest> (ms)" in milliseconds; other keys are kept."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            out[key] = value
+        else:
+            out[f"{key[len(prefix) :]} (ms)"] = value * 1e3
+    return out
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -18,7 +18,6 @@ Warm-up steps and batches are excluded from every figure; CUDA is synchronised.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -27,8 +26,10 @@ import torch
 from common.benchmark import (
     LatencyRecorder,
     ThroughputMeter,
+    device_name,
     log_results,
     markdown_table,
+    to_milliseconds,
     write_json,
 )
 from common.logging import Logger
@@ -117,19 +118,6 @@ def bench_inference(
     }
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name from /proc/cpuinfo where there is one."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -203,24 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                         )
     if train_rows:
         print("\nTraining (latency in ms per step):")
-        print(markdown_table([_ms(r) for r in train_rows]))
+        print(markdown_table([to_milliseconds(r, ("step_", "latency_")) for r in train_rows]))
     if infer_rows:
         print("Beam search (latency in ms per batch):")
-        print(markdown_table([_ms(r) for r in infer_rows]))
+        print(markdown_table([to_milliseconds(r, ("step_", "latency_")) for r in infer_rows]))
     if args.json:
         write_json(args.json, {"setting": setting, "train": train_rows, "infer": infer_rows})
     return 0
-
-
-def _ms(row: dict) -> dict:
-    """Seconds -> milliseconds for the table."""
-    return {
-        k.replace("step_", "").replace("latency_", "")
-        + (" (ms)" if k.startswith(("step_", "latency_")) else ""): v * 1e3
-        if k.startswith(("step_", "latency_"))
-        else v
-        for k, v in row.items()
-    }
 
 
 if __name__ == "__main__":

@@ -234,3 +234,21 @@ def test_cuda_timing_waits_for_kernels():
     assert meter.steps == 3 and meter.elapsed > 0 and meter.throughput > 0
     assert len(rec.latencies) == 3 and all(t > 0 for t in rec.latencies)
     assert torch.isfinite(y).all()
+
+
+def test_to_milliseconds_converts_only_the_timed_keys():
+    from common.benchmark import to_milliseconds
+
+    row = {"math": "fp32", "tokens/s": 10.0, "step_avg": 0.5, "latency_p90": 0.002}
+    assert to_milliseconds(row, ("step_", "latency_")) == {
+        "math": "fp32",
+        "tokens/s": 10.0,
+        "avg (ms)": 500.0,
+        "p90 (ms)": 2.0,
+    }
+
+
+def test_device_name_names_the_cpu():
+    from common.benchmark import device_name
+
+    assert isinstance(device_name("cpu"), str) and device_name("cpu")
