@@ -32,6 +32,7 @@ import functools
 import gzip
 import hashlib
 import http.client
+import json
 import lzma
 import os
 import re
@@ -45,16 +46,19 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from common.atomic import replace_durably
 
 __all__ = [
+    "read_manifest",
     "ChecksumError",
     "DownloadError",
     "ExtractError",
     "download",
+    "download_recorded",
     "extract",
     "verify_checksum",
 ]
@@ -339,6 +343,41 @@ _CORRUPT_ERRORS = (
 )
 # Python >= 3.10.12 / 3.11.4 can also vet links, device files and permission bits.
 _TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+MANIFEST = "sha256.json"
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """File name -> sha256 recorded by `download_recorded` ({} before any)."""
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DownloadError(f"{path}: not a JSON checksum manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise DownloadError(f"{path}: expected a JSON object of file name -> sha256")
+    return manifest
+
+
+def download_recorded(url: str, dest: str | os.PathLike, **kwargs: Any) -> Path:
+    """`download` for sources that publish no checksum: the first download records the
+    file's sha256 in `sha256.json` beside it, and later calls verify against it, so a
+    file that changed on the server (or on disk) is refused rather than used silently.
+    """
+    dest = Path(dest)
+    manifest_path = dest.parent / MANIFEST
+    manifest = read_manifest(manifest_path)
+    known = manifest.get(dest.name)
+    download(url, dest, sha256=known, **kwargs)
+    if known is None:
+        manifest[dest.name] = _file_digests(dest, ["sha256"])["sha256"]
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        replace_durably(tmp, manifest_path)
+    return dest
 
 
 def _check_inside(archive: Path, root: Path, member: str, relative: str) -> None:

@@ -25,15 +25,13 @@ downloads/ and extracted/ may be deleted once the raw files exist.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import re
 import sys
 from pathlib import Path
 
-from common.download import DownloadError, ExtractError, download, extract
+from common.download import DownloadError, ExtractError, download_recorded, extract
 from gnmt.data import DataError
 from gnmt.prepare_data import atomic_output, check_text_file, prepare
 
@@ -71,7 +69,6 @@ TEST_SETS = {
     ),
 }
 DEV_SETS, TEST_SET, DEV_NAME = ("newstest2015", "newstest2016"), "newstest2014", "newstest_dev"
-MANIFEST = "sha256.json"
 
 
 def archive_url(name: str, base_url: str | None = None) -> str:
@@ -81,27 +78,6 @@ def archive_url(name: str, base_url: str | None = None) -> str:
 
 
 # --- downloads --------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_manifest(path: Path) -> dict[str, str]:
-    """Archive file name -> sha256 recorded at its first download ({} before any)."""
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a JSON checksum manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: expected a JSON object of file name -> sha256")
-    return manifest
 
 
 def fetch(name: str, data_dir: Path, base_url: str | None = None) -> Path:
@@ -116,16 +92,8 @@ def fetch(name: str, data_dir: Path, base_url: str | None = None) -> Path:
     # extract() leaves this marker once done: the archive need not even be present.
     if (extracted / f".{archive.name}.extracted").exists():
         return extracted
-    manifest_path = downloads / MANIFEST
-    manifest = read_manifest(manifest_path)
-    known = manifest.get(archive.name)
     log.info("downloading %s", url)
-    download(url, archive, sha256=known)
-    if known is None:
-        manifest[archive.name] = _sha256(archive)
-        with atomic_output(manifest_path, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
+    download_recorded(url, archive)
     log.info("extracting %s", archive)
     return extract(archive, extracted)
 

@@ -438,3 +438,27 @@ def test_corrupt_archive_names_the_archive(tmp_path, name):
     with pytest.raises(ExtractError, match=f"cannot extract {re.escape(str(archive))}"):
         extract(archive, dest_dir)
     assert list(dest_dir.iterdir()) == []
+
+
+# --- download_recorded: trust on first use ------------------------------------------------
+
+
+def test_download_recorded_records_the_digest_then_checks_it(server, tmp_path):
+    from common.download import download_recorded, read_manifest
+
+    dest = download_recorded(f"{server.url}/data", tmp_path / "data.bin", **FAST)
+    assert read_manifest(tmp_path / "sha256.json") == {"data.bin": SHA256}
+    download_recorded(f"{server.url}/data", dest, **FAST)  # present and matching: no request
+    assert server.state.requests == [("/data", None)]
+    dest.unlink()
+    with pytest.raises(ChecksumError):  # the server now sends other bytes
+        download_recorded(f"{server.url}/corrupt", dest, **FAST)
+    assert not dest.exists()
+
+
+def test_download_recorded_names_a_bad_manifest(tmp_path):
+    from common.download import download_recorded
+
+    (tmp_path / "sha256.json").write_text("[1, 2]")
+    with pytest.raises(DownloadError, match=r"sha256\.json: expected a JSON object"):
+        download_recorded("http://127.0.0.1:9/x", tmp_path / "x")

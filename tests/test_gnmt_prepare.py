@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from sacremoses import MosesTokenizer
 
-from common.download import ChecksumError
+from common.download import ChecksumError, read_manifest
 from gnmt import prepare_data, wmt16
 from gnmt.data import DataError
 from gnmt.prepare_data import CleanStats, clean_pairs, map_chunks, prepare
@@ -242,7 +242,7 @@ def test_fetch_records_sha256_then_refuses_an_archive_that_changed(server, tmp_p
     server.files[path] = first = tgz({"test/a.txt": "first\n"})
     extracted = wmt16.fetch("test", tmp_path, server.url)
     assert (extracted / "test/a.txt").read_text() == "first\n"
-    manifest = wmt16.read_manifest(tmp_path / "downloads/sha256.json")
+    manifest = read_manifest(tmp_path / "downloads/sha256.json")
     assert manifest == {"test.tgz": hashlib.sha256(first).hexdigest()}
 
     (tmp_path / "downloads/test.tgz").unlink()
@@ -366,7 +366,7 @@ EXPECTED_OUTPUTS = [
 def test_wmt16_writes_every_output_and_records_archive_digests(prepared):
     missing = [name for name in EXPECTED_OUTPUTS if not (prepared.dir / name).is_file()]
     assert missing == []
-    manifest = wmt16.read_manifest(prepared.dir / "downloads/sha256.json")
+    manifest = read_manifest(prepared.dir / "downloads/sha256.json")
     assert manifest == {
         path.rsplit("/", 1)[1]: hashlib.sha256(data).hexdigest()
         for path, data in prepared.archives.items()
