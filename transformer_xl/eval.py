@@ -1,0 +1,286 @@
+"""Evaluate a Transformer-XL checkpoint: loss and perplexity, throughput and latency.
+
+    python -m transformer_xl.eval --model LM-TFM/checkpoint_best.pt --data data/wikitext-103
+    torchrun --nproc_per_node 8 -m transformer_xl.eval --model ... --precision fp16 \\
+        --type torchscript --batch_size 16 --save_data
+    python -m transformer_xl.eval --model ... --manual "The cat sat on the mat ."
+
+The evaluation lengths default to the recipe's (`--config_file`, section `eval`):
+segments of `--tgt_len` tokens with `--mem_len` tokens of memory, positions clamped at
+`--clamp_len`, and with `--same_length` every token attends to the same number of
+tokens. Each batch is split across the processes and the loss averaged over the whole
+batch. `--type torchscript` runs a traced module once the memory has reached its full
+length (the first segments, whose memory is still growing, run eagerly); `--type
+compile` uses torch.compile. When the checkpoint carries a vocabulary the text is
+encoded with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import distributed
+from common.benchmark import LatencyRecorder, percentiles, write_json
+from common.checkpoint import CheckpointError
+from common.config import ConfigError, parse_with_config
+from common.logging import Logger
+from common.precision import PRECISIONS, Precision
+from transformer_xl import data
+from transformer_xl.model import MemTransformerLM, load_checkpoint
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wt103_base.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="logs and saved data")
+    p.add_argument("--model", type=Path, default=None, help="default WORK_DIR/checkpoint_best.pt")
+    p.add_argument("--data", type=Path, default=Path("data/wikitext-103"))
+    p.add_argument("--dataset", choices=data.DATASET_NAMES, default="wt103")
+    p.add_argument("--split", choices=("all", "valid", "test"), default="all")
+    p.add_argument("--manual", nargs="+", default=None, help="score this text instead")
+    p.add_argument("--type", choices=("pytorch", "torchscript", "compile"), default="pytorch")
+    p.add_argument("--batch_size", type=int, default=16, help="global batch (streams)")
+    p.add_argument("--tgt_len", type=int, default=64, help="tokens predicted per segment")
+    p.add_argument("--ext_len", type=int, default=0, help="extended context")
+    p.add_argument("--mem_len", type=int, default=640, help="memory length")
+    p.add_argument("--clamp_len", type=int, default=-1, help="clamp relative positions")
+    p.add_argument("--same_length", action="store_true", help="same attention length")
+    p.add_argument("--seed", type=int, default=1111)
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="default fp32/tf32")
+    p.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    p.add_argument("--log_all_ranks", action="store_true")
+    p.add_argument("--dllog_file", default="eval_log.json", help="in WORK_DIR")
+    p.add_argument("--log_interval", type=int, default=10, help="segments between progress lines")
+    p.add_argument("--target_perplexity", type=float, default=None, help="exit 1 above")
+    p.add_argument("--target_throughput", type=float, default=None, help="tok/s; exit 1 below")
+    p.add_argument("--save_data", action="store_true", help="write latencies to WORK_DIR")
+    p.add_argument("--repeat", type=int, default=1, help="pass over the split this many times")
+    p.add_argument("--max_size", type=int, default=None, help="score at most this many batches")
+    p.add_argument("--percentiles", type=float, nargs="+", default=[90, 95, 99])
+    p.add_argument("--save_torchscript", type=Path, default=None, help="write the traced model")
+    p.add_argument("--load_torchscript", type=Path, default=None, help="run this traced model")
+    args = parse_with_config(p, argv, DEFAULT_CONFIG, "eval")
+    if args.fp16:
+        args.precision = "fp16"
+    return args
+
+
+class Runner:
+    """Calls the model segment by segment; a traced or compiled module where it applies."""
+
+    def __init__(self, model: MemTransformerLM, args: argparse.Namespace) -> None:
+        self.model, self.args = model, args
+        self.traced: Any = None
+        if args.load_torchscript:
+            self.traced = torch.jit.load(str(args.load_torchscript), map_location="cpu")
+        self.compiled = torch.compile(model) if args.type == "compile" else None
+
+    def __call__(self, inp: torch.Tensor, target: torch.Tensor, mems: Any) -> tuple[Any, Any]:
+        if self.compiled is not None:
+            return self.compiled(inp, target, mems)
+        full = mems is not None and mems[0].size(0) == self.model.mem_len
+        if self.args.type != "torchscript" or not full or inp.size(0) != self.args.tgt_len:
+            return self.model(inp, target, mems)
+        if self.traced is None:
+            # Steady state: fixed shapes, so a trace is exact for every later segment.
+            with warnings.catch_warnings():
+                # The trace's shapes are constant on purpose (see above); torch's warnings
+                # about tracing and its deprecation say nothing new here.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.traced = torch.jit.trace(
+                    self.model, (inp, target, mems), check_trace=False, strict=False
+                )
+            if self.args.save_torchscript:
+                self.traced.save(str(self.args.save_torchscript))
+        return self.traced(inp, target, mems)
+
+
+def score(
+    runner: Runner,
+    iterator: Any,
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    prec: Precision,
+    latency: LatencyRecorder,
+    split: str,
+) -> tuple[float, int]:
+    """(mean per-token loss over the global batch, tokens scored by this rank)."""
+    total = torch.zeros((), dtype=torch.float64, device=env.device)
+    count = tokens = 0
+    batches = 0
+    for _ in range(args.repeat):
+        mems = None
+        for inp, target, seq_len in iterator:
+            if args.max_size is not None and batches >= args.max_size:
+                break
+            with latency.measure(), prec.autocast():
+                loss, mems = runner(inp, target, mems)
+            total += loss.float().mean().double() * seq_len
+            count += seq_len
+            tokens += seq_len * inp.size(1)
+            batches += 1
+            if env.rank == 0 and args.log_interval and batches % args.log_interval == 0:
+                running = total.item() / count
+                print(f"| {split} batch {batches:>6d} | running loss {running:5.2f}", flush=True)
+    if count == 0:
+        raise data.DataError(f"{split}: no segment to score (split shorter than one segment?)")
+    return distributed.all_reduce_mean(total).item() / count, tokens
+
+
+def score_manual(
+    model: MemTransformerLM, vocab: data.Vocab, text: str, prec: Precision, device: torch.device
+) -> tuple[float, int, int]:
+    """(mean loss, scored tokens, unknown tokens) of `text` as one stream with memory."""
+    ids = vocab.encode_line(text, add_eos=True)
+    unk = sum(1 for i in ids if vocab.unk_id is not None and i == vocab.unk_id)
+    if len(ids) < 2:
+        raise data.DataError("--manual text must hold at least one word to predict")
+    if unk == len(ids) - 1:
+        raise data.DataError(f"--manual text: every word is unknown to the vocabulary: {text!r}")
+    stream = torch.tensor(ids, device=device).unsqueeze(1)  # [T + 1, 1]
+    total, count, mems = 0.0, 0, None
+    with torch.no_grad():
+        for start in range(0, stream.size(0) - 1, model.tgt_len):
+            inp = stream[start : start + model.tgt_len]
+            target = stream[start + 1 : start + 1 + model.tgt_len]
+            inp = inp[: target.size(0)]
+            with prec.autocast():
+                loss, mems = model(inp, target, mems)
+            total += loss.float().sum().item()
+            count += target.numel()
+    return total / count, count, unk
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return evaluate(parse_args(argv))
+    except (data.DataError, CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    env = distributed.init_distributed(args.device)
+    cuda_tf32 = env.device.type == "cuda" and torch.cuda.get_device_capability(env.device)[0] >= 8
+    prec = Precision.create(args.precision or ("tf32" if cuda_tf32 else "fp32"), env.device)
+    distributed.seed_everything(args.seed)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    logger = Logger(args.work_dir / args.dllog_file, all_ranks=args.log_all_ranks, stdout=False)
+    path = args.model or args.work_dir / "checkpoint_best.pt"
+    model, symbols = load_checkpoint(path, map_location="cpu")
+    model.reset_length(args.tgt_len, args.ext_len, args.mem_len)
+    model.same_length = args.same_length
+    model.clamp_len = args.clamp_len
+    model = model.to(env.device).eval()
+
+    if args.manual is not None:
+        if symbols is None:
+            raise CheckpointError(f"{path} carries no vocabulary: --manual needs one")
+        vocab = data.Vocab(symbols)
+        loss, n, unk = score_manual(model, vocab, " ".join(args.manual), prec, env.device)
+        if unk:
+            print(f"note: {unk} of {n} words are unknown to the vocabulary", file=sys.stderr)
+        if env.rank == 0:
+            print(f"| manual text | tokens {n} | loss {loss:5.2f} | ppl {math.exp(loss):9.3f}")
+        logger.log((), {"manual_loss": loss, "manual_ppl": math.exp(loss), "tokens": n})
+        logger.close()
+        distributed.cleanup()
+        return 0
+
+    corpus = data.Corpus.load(
+        args.data, args.dataset, vocab=data.Vocab(symbols) if symbols else None
+    )
+    if len(corpus.vocab) != model.n_token:
+        raise CheckpointError(
+            f"{path}: the model predicts {model.n_token} symbols but the vocabulary of "
+            f"{args.data} has {len(corpus.vocab)}"
+        )
+    if env.rank == 0:
+        print(
+            f"Evaluating with math {prec.mode} type {args.type} bsz {args.batch_size} "
+            f"tgt_len {args.tgt_len} ext_len {args.ext_len} mem_len {args.mem_len} "
+            f"clamp_len {args.clamp_len}",
+            flush=True,
+        )
+    runner = Runner(model, args)
+    splits = ["valid", "test"] if args.split == "all" else [args.split]
+    passed = True
+    results: dict[str, Any] = {}
+    for split in splits:
+        iterator = corpus.iterator(
+            split,
+            args.batch_size,
+            args.tgt_len,
+            device=env.device,
+            ext_len=args.ext_len,
+            world_size=env.world_size,
+            rank=env.rank,
+        )
+        latency = LatencyRecorder(warmup=0, device=env.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            loss, tokens = score(runner, iterator, args, env, prec, latency, split)
+        elapsed = time.perf_counter() - start
+        lat = latency.latencies
+        throughput = tokens * env.world_size / sum(lat)
+        stats = percentiles(lat, args.percentiles)
+        ppl = math.exp(min(loss, 50))
+        if env.rank == 0:
+            print(f"Time : {elapsed:.2f}s, {elapsed / len(lat) * 1000:.2f}ms/segment")
+            print("=" * 100)
+            print(f"| {split} loss {loss:5.2f} | {split} {quality(args.dataset, loss)}")
+            print("=" * 100)
+            print(f"Throughput Avg: {throughput:.2f} tok/s")
+            print(f"Latency Avg: {1000 * sum(lat) / len(lat):.2f} ms")
+            for p, value in zip(args.percentiles, stats.values(), strict=True):
+                print(f"Latency {p:g}%: {1000 * value:.2f} ms")
+            print("=" * 100, flush=True)
+        results[split] = {
+            "loss": loss,
+            "ppl": ppl,
+            "tokens/s": throughput,
+            "latency_avg": sum(lat) / len(lat),
+            **{f"latency_{k}": v for k, v in stats.items()},
+        }
+        logger.log((split,), results[split])
+        if args.save_data and env.rank == 0:
+            write_json(
+                args.work_dir / f"eval_data_{split}.json",
+                {"latencies_s": lat, "tokens/s": throughput, "loss": loss, "args": _plain(args)},
+            )
+        if args.target_perplexity is not None and ppl > args.target_perplexity:
+            print(f"target perplexity {args.target_perplexity} not reached on {split}")
+            passed = False
+        if args.target_throughput is not None and throughput < args.target_throughput:
+            print(f"target throughput {args.target_throughput} tok/s not reached on {split}")
+            passed = False
+    logger.close()
+    distributed.cleanup()
+    return 0 if passed else 1
+
+
+def quality(dataset: str, loss: float) -> str:
+    if dataset in ("enwik8", "text8"):
+        return f"bpc {loss / math.log(2):9.5f}"
+    return f"ppl {math.exp(min(loss, 50)):9.3f}"
+
+
+def _plain(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

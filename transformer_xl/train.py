@@ -1,0 +1,602 @@
+"""Train Transformer-XL (WikiText-103, enwik8, text8, One Billion Word).
+
+    python -m transformer_xl.train --config_file transformer_xl/configs/wt103_base.yaml \\
+        --config dgxa100_1gpu_fp16 --work_dir results/txl
+    torchrun --nproc_per_node 8 -m transformer_xl.train --config dgxa100_8gpu_fp16 ...
+
+The configs hold the published recipes; any flag overrides them. Each step trains on
+one global batch of `--batch_size` streams x `--tgt_len` tokens, split over the
+processes and, with `--batch_chunk`, into chunks whose gradients accumulate (each chunk
+keeps its own memory). Every `--eval_interval` steps the validation set is scored and
+`checkpoint_last.pt` written (`checkpoint_best.pt` on a new best); every
+`--save_interval` steps a checkpoint is written as well. A run resumes with `--resume`
+(from WORK_DIR) or `--restart PATH`; with the memories each rank saves beside the
+checkpoint, the continued run is identical to an uninterrupted one. SIGTERM saves and
+exits. At the end the best checkpoint is scored on the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import distributed
+from common.benchmark import ThroughputMeter
+from common.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    capture_training_state,
+    load_checkpoint,
+    restore_training_state,
+    save_atomic,
+)
+from common.config import ConfigError, parse_with_config
+from common.logging import Logger
+from common.optim import LAMB
+from common.precision import PRECISIONS, Precision
+from common.preemption import PreemptionGuard
+from common.schedules import ScheduledLR, build_scheduler
+from transformer_xl import data
+from transformer_xl.model import MemTransformerLM, init_weights, model_config
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wt103_base.yaml"
+CHAR_LEVEL = ("enwik8", "text8")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    g = p.add_argument_group("general")
+    g.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="results folder")
+    g.add_argument("--precision", choices=PRECISIONS, default=None, help="default: fp32/tf32")
+    g.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    g.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if any")
+    g.add_argument("--restart", type=Path, default=None, help="continue from this checkpoint")
+    g.add_argument("--resume", action="store_true", help="continue from WORK_DIR's last one")
+    g.add_argument("--log_all_ranks", action="store_true")
+    g.add_argument("--dllog_file", default="train_log.json", help="in WORK_DIR")
+    g.add_argument("--txtlog_file", default="train_log.log", help="in WORK_DIR")
+    g.add_argument("--save_all", action="store_true", help="keep every numbered checkpoint")
+    g.add_argument("--no_eval", action="store_true", help="skip validation and test")
+    g.add_argument("--log_interval", type=int, default=10)
+    g.add_argument("--eval_interval", type=int, default=5000)
+    g.add_argument("--save_interval", type=int, default=None, help="default: eval_interval")
+    g.add_argument("--target_throughput", type=float, default=None, help="tok/s; exit 1 below")
+    g.add_argument("--target_perplexity", type=float, default=None, help="exit 1 above")
+
+    d = p.add_argument_group("dataset")
+    d.add_argument("--data", type=Path, default=Path("data/wikitext-103"))
+    d.add_argument("--dataset", choices=data.DATASET_NAMES, default="wt103")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--n_layer", type=int, default=12)
+    m.add_argument("--n_head", type=int, default=10)
+    m.add_argument("--d_head", type=int, default=50)
+    m.add_argument("--d_embed", type=int, default=-1, help="-1: d_model")
+    m.add_argument("--d_model", type=int, default=500)
+    m.add_argument("--d_inner", type=int, default=1000)
+    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--dropatt", type=float, default=0.0)
+    m.add_argument("--pre_lnorm", action="store_true", help="LayerNorm before each block")
+    m.add_argument("--attn_type", type=int, default=0, help="0: relative positions (only one)")
+    m.add_argument("--not_tied", action="store_true", help="untie embedding and softmax")
+    m.add_argument("--clamp_len", type=int, default=-1, help="clamp relative positions")
+    m.add_argument("--adaptive", action="store_true", help="adaptive input and softmax")
+    m.add_argument("--div_val", type=int, default=1, help="adaptive dimension divisor")
+    m.add_argument("--init", choices=("normal", "uniform"), default="normal")
+    m.add_argument("--init_range", type=float, default=0.1)
+    m.add_argument("--init_std", type=float, default=0.02)
+    m.add_argument("--proj_init_std", type=float, default=0.01)
+
+    o = p.add_argument_group("optimizer")
+    o.add_argument("--optim", choices=("adam", "sgd", "adagrad", "lamb", "jitlamb"), default="adam")
+    o.add_argument("--lr", type=float, default=0.00025)
+    o.add_argument("--mom", type=float, default=0.0, help="SGD momentum")
+    o.add_argument(
+        "--scheduler", choices=("cosine", "inv_sqrt", "dev_perf", "constant"), default="cosine"
+    )
+    o.add_argument("--max_step_scheduler", type=int, default=None, help="default: max_step")
+    o.add_argument("--warmup_step", type=int, default=1000)
+    o.add_argument("--decay_rate", type=float, default=0.5, help="dev_perf: lr factor")
+    o.add_argument("--lr_min", type=float, default=0.0, help="dev_perf: lowest lr")
+    o.add_argument("--patience", type=int, default=0, help="dev_perf: evaluations to wait")
+    o.add_argument("--eta_min", type=float, default=0.001, help="cosine: final lr")
+    o.add_argument("--clip", type=float, default=0.25, help="gradient norm clip")
+    o.add_argument("--clip_nonemb", action="store_true", help="clip non-embedding params only")
+    o.add_argument("--weight_decay", type=float, default=0.0, help="adam / lamb")
+
+    t = p.add_argument_group("training")
+    t.add_argument("--max_step", type=int, default=40000)
+    t.add_argument("--batch_size", type=int, default=256, help="global batch (streams)")
+    t.add_argument("--local_batch_size", type=int, default=None, help="per process; overrides")
+    t.add_argument("--batch_chunk", type=int, default=1, help="gradient accumulation chunks")
+    t.add_argument("--roll", action="store_true", help="random shift of each stream per epoch")
+    t.add_argument("--varlen", action="store_true", help="variable segment lengths")
+    t.add_argument("--tgt_len", type=int, default=192, help="tokens predicted per segment")
+    t.add_argument("--ext_len", type=int, default=0, help="extended context (no gradient)")
+    t.add_argument("--mem_len", type=int, default=192, help="memory length")
+    t.add_argument("--same_length", action="store_true", help="same attention length")
+    t.add_argument("--seed", type=int, default=1111)
+
+    v = p.add_argument_group("validation")
+    v.add_argument("--eval_tgt_len", type=int, default=192)
+    v.add_argument("--eval_batch_size", type=int, default=16)
+    v.add_argument("--eval_max_steps", type=int, default=-1, help="-1: the whole split")
+    args = parse_with_config(p, argv, DEFAULT_CONFIG, "train")
+    if args.fp16:
+        args.precision = "fp16"
+    return args
+
+
+# --- optimisation ---------------------------------------------------------------------
+
+
+def build_optimizer(model: MemTransformerLM, args: argparse.Namespace) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.optim == "adam":
+        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    if args.optim == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.mom)
+    if args.optim == "adagrad":
+        return torch.optim.Adagrad(params, lr=args.lr)
+    # The recipe's LAMB: trust ratio on every tensor, no bias correction, and clipping
+    # left to --clip (see docs/TRANSFORMER_XL.md).
+    return LAMB(
+        params,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        bias_correction=False,
+        max_grad_norm=0.0,
+        use_nvlamb=True,
+    )
+
+
+def build_lr_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> ScheduledLR:
+    total = args.max_step_scheduler or args.max_step
+    if args.scheduler == "cosine":
+        if total <= args.warmup_step:
+            raise ConfigError(
+                f"the cosine schedule needs more steps ({total}: --max_step_scheduler or "
+                f"--max_step) than --warmup_step ({args.warmup_step})"
+            )
+        return build_scheduler(
+            optimizer, "cosine", warmup_steps=args.warmup_step, total_steps=total,
+            eta_min=args.eta_min,
+        )  # fmt: skip
+    decay = "inverse_sqrt" if args.scheduler == "inv_sqrt" else "constant"
+    return build_scheduler(optimizer, decay, warmup_steps=args.warmup_step)
+
+
+class Plateau:
+    """dev_perf: scale the learning rate by `decay_rate` when validation stops improving."""
+
+    def __init__(self, scheduler: ScheduledLR, args: argparse.Namespace) -> None:
+        self.scheduler, self.args = scheduler, args
+        self.best, self.bad = math.inf, 0
+
+    def update(self, val_loss: float) -> None:
+        if val_loss < self.best:
+            self.best, self.bad = val_loss, 0
+            return
+        self.bad += 1
+        if self.bad > self.args.patience:
+            self.bad = 0
+            self.scheduler.base_lrs = [
+                max(lr * self.args.decay_rate, self.args.lr_min) for lr in self.scheduler.base_lrs
+            ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state["best"], state["bad"]
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: MemTransformerLM,
+    corpus: data.Corpus,
+    split: str,
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    prec: Precision,
+    max_steps: int = -1,
+) -> float:
+    """Mean per-token loss of `split`, each rank scoring its share of the batch columns.
+
+    Evaluation segments are `eval_tgt_len` long; the memory grows by what the segment
+    shrank, so every token sees as much context as in training.
+    """
+    model.eval()
+    if args.mem_len == 0:
+        model.reset_length(args.eval_tgt_len, args.ext_len + args.tgt_len - args.eval_tgt_len, 0)
+    else:
+        model.reset_length(
+            args.eval_tgt_len, args.ext_len, args.mem_len + args.tgt_len - args.eval_tgt_len
+        )
+    iterator = corpus.iterator(
+        split,
+        args.eval_batch_size,
+        args.eval_tgt_len,
+        device=env.device,
+        ext_len=args.ext_len,
+        world_size=env.world_size,
+        rank=env.rank,
+    )
+    total = torch.zeros((), dtype=torch.float64, device=env.device)
+    count = 0
+    mems = None
+    for i, (inp, target, seq_len) in enumerate(iterator):
+        if 0 <= max_steps <= i:
+            break
+        with prec.autocast():
+            loss, mems = model(inp, target, mems)
+        total += loss.float().mean().double() * seq_len
+        count += seq_len
+    model.reset_length(args.tgt_len, args.ext_len, args.mem_len)
+    model.train()
+    # Every rank holds an equal share of the columns: the mean of the means is the mean.
+    return distributed.all_reduce_mean(total).item() / max(count, 1)
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+def mems_path(work_dir: Path, rank: int) -> Path:
+    return work_dir / f"mems_rank{rank}.pt"
+
+
+def save_mems(work_dir: Path, rank: int, step: int, mems: list[Any]) -> None:
+    """Each rank's memories of the training streams, so a resumed run is exact."""
+    cpu = [None if m is None else [t.cpu() for t in m] for m in mems]
+    save_atomic({"step": step, "mems": cpu}, mems_path(work_dir, rank))
+
+
+def load_mems(work_dir: Path, rank: int, step: int, device: torch.device) -> list[Any] | None:
+    path = mems_path(work_dir, rank)
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("step") != step:
+        return None
+    return state["mems"]
+
+
+def resume_state(
+    args: argparse.Namespace,
+    checkpointer: Checkpointer,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: ScheduledLR,
+    prec: Precision,
+    vocab: data.Vocab,
+) -> dict[str, Any] | None:
+    path = args.restart or (checkpointer.latest() if args.resume else None)
+    if path is None:
+        return None
+    state = load_checkpoint(path)
+    saved_vocab = state["extra"].get("vocab")
+    if saved_vocab is not None and saved_vocab != vocab.symbols:
+        raise CheckpointError(
+            f"{path} was trained with another vocabulary ({len(saved_vocab)} symbols) than "
+            f"the corpus in {args.data} ({len(vocab)} symbols)"
+        )
+    restore_training_state(
+        state, model=model, optimizer=optimizer, scheduler=scheduler, precision=prec,
+        source=f"checkpoint {path}",
+    )  # fmt: skip
+    return state
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        return train(args)
+    except (data.DataError, CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def train(args: argparse.Namespace) -> int:
+    env = distributed.init_distributed(args.device)
+    prec = Precision.create(args.precision or default_precision(env.device), env.device)
+    if args.local_batch_size:
+        args.batch_size = args.local_batch_size * env.world_size
+    if args.batch_size % (env.world_size * args.batch_chunk):
+        raise ConfigError(
+            f"--batch_size {args.batch_size} must divide into {env.world_size} processes x "
+            f"--batch_chunk {args.batch_chunk}"
+        )
+    if args.dataset == "lm1b" and (args.roll or args.varlen):
+        raise ConfigError(
+            "--roll and --varlen apply to ordered corpora; lm1b is streamed sentence by "
+            "sentence (its recipe: --config_file transformer_xl/configs/lm1b_base.yaml)"
+        )
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    logger = Logger(args.work_dir / args.dllog_file, all_ranks=args.log_all_ranks, stdout=False)
+    text_log = open_text_log(args.work_dir / args.txtlog_file, env)
+
+    def say(line: str) -> None:
+        if env.rank == 0 or args.log_all_ranks:
+            print(line, flush=True)
+            if text_log:
+                text_log.write(line + "\n")
+                text_log.flush()
+
+    logger.log("PARAMETER", {**vars(args), "world_size": env.world_size, "precision": prec.mode})
+    distributed.seed_everything(args.seed)
+
+    corpus = data.Corpus.load(args.data, args.dataset)
+    n_token = len(corpus.vocab)
+    cutoffs, tie_projs = [], [False]
+    if args.adaptive:
+        cutoffs = data.cutoffs_for(args.dataset, n_token)
+        tie_projs = data.tie_projs_for(args.dataset, n_token)
+    model = MemTransformerLM(
+        n_token,
+        args.n_layer,
+        args.n_head,
+        args.d_model,
+        args.d_head,
+        args.d_inner,
+        args.dropout,
+        args.dropatt,
+        tie_weight=not args.not_tied,
+        d_embed=args.d_model if args.d_embed < 0 else args.d_embed,
+        div_val=args.div_val,
+        tie_projs=tie_projs,
+        pre_lnorm=args.pre_lnorm,
+        tgt_len=args.tgt_len,
+        ext_len=args.ext_len,
+        mem_len=args.mem_len,
+        cutoffs=cutoffs,
+        same_length=args.same_length,
+        attn_type=args.attn_type,
+        clamp_len=args.clamp_len,
+    )
+    init_weights(model, args.init, args.init_range, args.init_std, args.proj_init_std)
+    model.to(env.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"Transformer-XL: {n_params / 1e6:.1f} M parameters, vocabulary {n_token}")
+
+    optimizer = build_optimizer(model, args)
+    # --clip_nonemb leaves the (adaptive) embeddings and the tied softmax unclipped.
+    clipped = [
+        p
+        for name, p in model.named_parameters()
+        if not (args.clip_nonemb and name.startswith(("word_emb.", "crit.")))
+    ]
+    scheduler = build_lr_schedule(optimizer, args)
+    plateau = Plateau(scheduler, args) if args.scheduler == "dev_perf" else None
+    ddp_model = distributed.wrap_ddp(model, env)
+    distributed.seed_everything(args.seed, env.rank)  # dropout differs per rank
+    checkpointer = Checkpointer(
+        args.work_dir,
+        prefix="checkpoint",
+        suffix=".pt",
+        keep_last=1_000_000 if args.save_all else 1,
+    )
+
+    local_batch = args.batch_size // env.world_size
+    step, epoch, next_batch, best_val = 0, 1, 0, math.inf
+    mems: list[Any] = [None] * args.batch_chunk
+    state = resume_state(args, checkpointer, ddp_model, optimizer, scheduler, prec, corpus.vocab)
+    if state is not None:
+        step = state["step"]
+        epoch, next_batch = state["data_position"]["epoch"], state["data_position"]["batch"]
+        best_val = state["extra"]["best_val_loss"]
+        if plateau and state["extra"].get("plateau"):
+            plateau.load_state_dict(state["extra"]["plateau"])
+        saved = load_mems(args.work_dir, env.rank, step, env.device)
+        if saved is not None and len(saved) == args.batch_chunk:
+            mems = saved
+        else:
+            say("warning: no saved memories for this step; continuing with empty memories")
+        say(f"resumed at step {step} (epoch {epoch}, batch {next_batch})")
+
+    last_saved = step
+
+    def save(is_best: bool = False) -> None:
+        nonlocal last_saved
+        last_saved = step
+        save_mems(args.work_dir, env.rank, step, mems)
+        extra = {
+            "model_config": model_config(model),
+            "vocab": corpus.vocab.symbols,
+            "best_val_loss": best_val,
+            "plateau": plateau.state_dict() if plateau else None,
+            "dataset": args.dataset,
+        }
+        st = capture_training_state(
+            model=ddp_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            precision=prec,
+            step=step,
+            data_position={"epoch": epoch, "batch": next_batch},
+            extra=extra,
+        )
+        checkpointer.save(st, step, is_best=is_best)
+
+    save_interval = args.save_interval or args.eval_interval
+    guard = PreemptionGuard()
+    meter = ThroughputMeter(warmup_steps=min(10, max(args.max_step // 10, 1)), device=env.device)
+    run_start = time.perf_counter()
+    window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "tokens": 0}
+    eval_count = 0
+    stop: str | None = "max_step" if step >= args.max_step else None
+    ddp_model.train()
+    while stop is None:
+        iterator = corpus.iterator(
+            "train",
+            args.batch_size,
+            args.tgt_len,
+            device=env.device,
+            ext_len=args.ext_len,
+            world_size=env.world_size,
+            rank=env.rank,
+            roll=args.roll,
+            varlen=args.varlen,
+            seed=args.seed,
+            epoch=epoch,
+            start=next_batch,
+        )
+        n_batch = iterator.n_batch
+        for inp, target, seq_len in iterator:
+            meter.start()
+            loss_sum = torch.zeros((), device=env.device)
+            for c, (inp_c, tgt_c) in enumerate(
+                zip(inp.chunk(args.batch_chunk, 1), target.chunk(args.batch_chunk, 1), strict=True)
+            ):
+                with distributed.no_sync(ddp_model, enabled=c < args.batch_chunk - 1):
+                    with prec.autocast():
+                        loss, mems[c] = ddp_model(inp_c, tgt_c, mems[c])
+                    loss = loss.float().mean() / args.batch_chunk
+                    prec.backward(loss)
+                loss_sum += loss.detach()
+            prec.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(clipped, args.clip)
+            prec.step(optimizer)
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            next_batch += 1
+            meter.update(seq_len * local_batch)
+            window["loss"] += loss_sum.item()
+            window["steps"] += 1
+            window["tokens"] += seq_len * args.batch_size
+
+            if step % args.log_interval == 0:
+                elapsed = time.perf_counter() - window["start"]
+                train_loss = distributed.all_reduce_mean(
+                    torch.tensor(window["loss"] / window["steps"], device=env.device)
+                ).item()
+                lr = optimizer.param_groups[0]["lr"]
+                ms = elapsed * 1000 / window["steps"]
+                tok_s = window["tokens"] / elapsed
+                say(
+                    f"| epoch {epoch:3d} step {step:>8d} | batches {next_batch:>6d} / {n_batch:d} "
+                    f"| lr {lr:.3e} | ms/batch {ms:5.1f} | tok/s {tok_s:7.0f} "
+                    f"| loss {train_loss:5.2f} | {quality(args.dataset, train_loss)}"
+                )
+                logger.log(
+                    (epoch, step),
+                    {
+                        "train_loss": train_loss,
+                        "lr": lr,
+                        "ms/batch": ms,
+                        "tokens/s": tok_s,
+                        "loss_scale": prec.loss_scale,
+                        "skipped_steps": prec.skipped_steps,
+                    },
+                )
+                window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "tokens": 0}
+
+            evaluated = False
+            if not args.no_eval and step % args.eval_interval == 0:
+                eval_count += 1
+                start = time.perf_counter()
+                val = evaluate(model, corpus, "valid", args, env, prec, args.eval_max_steps)
+                say("-" * 100)
+                say(
+                    f"| Eval {eval_count:3d} at step {step:>8d} | time: "
+                    f"{time.perf_counter() - start:5.2f}s | valid loss {val:5.2f} | "
+                    f"{quality(args.dataset, val, 'valid')}"
+                )
+                say("-" * 100)
+                logger.log((epoch, step), {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))})
+                if plateau:
+                    plateau.update(val)
+                is_best = val < best_val
+                best_val = min(best_val, val)
+                save(is_best)
+                evaluated = True
+            if guard.should_stop():
+                if not evaluated:
+                    save()
+                say(f"stopped by a signal at step {step}; continue with --resume")
+                stop = "signal"
+                break
+            if step % save_interval == 0 and not evaluated:
+                save()
+            if step >= args.max_step:
+                stop = "max_step"
+                break
+        else:
+            epoch, next_batch = epoch + 1, 0
+    train_time = time.perf_counter() - run_start
+
+    if last_saved != step:
+        save()  # the end of a run is always resumable
+    passed = True
+    if stop != "signal":
+        throughput = meter.throughput * env.world_size if meter.steps else 0.0
+        say("-" * 100)
+        say(f"Training time: {train_time / 60:.2f} minutes")
+        say(f"Training throughput: {throughput:.2f} tok/s")
+        summary: dict[str, Any] = {"train_time_min": train_time / 60, "tokens/s": throughput}
+        if not args.no_eval:
+            best_path = checkpointer.best_path if checkpointer.best_path.is_file() else None
+            if best_path is not None:
+                restore_training_state(
+                    load_checkpoint(best_path), model=model, source=str(best_path)
+                )
+            test = evaluate(model, corpus, "test", args, env, prec)
+            say("=" * 100)
+            say(
+                f"| End of training | test loss {test:5.2f} | {quality(args.dataset, test, 'test')}"
+            )
+            say("=" * 100)
+            summary.update({"test_loss": test, "test_ppl": math.exp(min(test, 50))})
+            summary["valid_loss"] = best_val
+            if args.target_perplexity is not None and math.exp(best_val) > args.target_perplexity:
+                say(f"target perplexity {args.target_perplexity} not reached")
+                passed = False
+        if args.target_throughput is not None and throughput < args.target_throughput:
+            say(f"target throughput {args.target_throughput} tok/s not reached")
+            passed = False
+        logger.log((), {**summary, "passed": passed, "steps": step})
+    logger.close()
+    guard.close()
+    if text_log:
+        text_log.close()
+    distributed.cleanup()
+    return 0 if passed else 1
+
+
+def quality(dataset: str, loss: float, prefix: str = "") -> str:
+    """Perplexity for word-level data, bits per character for character-level."""
+    name = f"{prefix} " if prefix else ""
+    if dataset in CHAR_LEVEL:
+        return f"{name}bpc {loss / math.log(2):9.5f}"
+    return f"{name}ppl {math.exp(min(loss, 50)):9.3f}"
+
+
+def default_precision(device: torch.device) -> str:
+    """TF32 where the GPU has it, else fp32: the recipe's non-AMP default."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return "tf32"
+    return "fp32"
+
+
+def open_text_log(path: Path, env: distributed.DistEnv):
+    if env.rank != 0:
+        return None
+    return open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed at the end of train)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
