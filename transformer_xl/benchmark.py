@@ -34,6 +34,7 @@ from common.benchmark import (
 from common.logging import Logger
 from common.optim import LAMB
 from common.precision import Precision
+from transformer_xl.eval import trace
 from transformer_xl.model import MemTransformerLM, init_weights
 
 WT103_VOCAB = 267_735
@@ -129,7 +130,7 @@ def bench_inference(
                 continue
             if run is model and runtime == "torchscript":
                 with prec.autocast():
-                    run = torch.jit.trace(model, (inp, target, mems), check_trace=False)
+                    run = trace(model, inp, target, mems)
             elif run is model and runtime == "compile":
                 run = torch.compile(model)
             with latency.measure(), prec.autocast():

@@ -77,6 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def trace(model: MemTransformerLM, inp: torch.Tensor, target: torch.Tensor, mems: Any) -> Any:
+    """A TorchScript trace of `model` for segments shaped like these, with full memory."""
+    with warnings.catch_warnings():
+        # The trace's shapes are constant on purpose; torch's warnings about tracing
+        # shape-dependent code and about its deprecation say nothing new here.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.trace(model, (inp, target, mems), check_trace=False, strict=False)
+
+
 class Runner:
     """Calls the model segment by segment; a traced or compiled module where it applies."""
 
@@ -95,14 +105,7 @@ class Runner:
             return self.model(inp, target, mems)
         if self.traced is None:
             # Steady state: fixed shapes, so a trace is exact for every later segment.
-            with warnings.catch_warnings():
-                # The trace's shapes are constant on purpose (see above); torch's warnings
-                # about tracing and its deprecation say nothing new here.
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.traced = torch.jit.trace(
-                    self.model, (inp, target, mems), check_trace=False, strict=False
-                )
+            self.traced = trace(self.model, inp, target, mems)
             if self.args.save_torchscript:
                 self.traced.save(str(self.args.save_torchscript))
         return self.traced(inp, target, mems)
