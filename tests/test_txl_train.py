@@ -163,6 +163,43 @@ def test_eval_torchscript_and_repeat_give_the_same_loss(corpus, trained):
     assert loss("--max_size", "2") != pytest.approx(eager, rel=1e-9)
 
 
+def test_saved_torchscript_module_loads_and_scores_the_same(corpus, trained, tmp_path):
+    def loss(*extra):
+        assert txl_eval.main(eval_flags(corpus, trained, "--split", "valid", *extra)) == 0
+        records = read_dllogger(trained / "eval" / "eval_log.json")
+        return [r["data"]["loss"] for r in records if r["step"] == ["valid"]][-1]
+
+    path = tmp_path / "txl.pt"
+    traced = loss("--type", "torchscript", "--save_torchscript", str(path))
+    assert path.is_file()
+    assert loss("--type", "torchscript", "--load_torchscript", str(path)) == traced
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_averages_over_the_whole_batch(corpus, trained):
+    args = eval_flags(corpus, trained, "--split", "valid")
+    assert txl_eval.main(args) == 0
+    one = [
+        r["data"]["loss"]
+        for r in read_dllogger(trained / "eval" / "eval_log.json")
+        if r["step"] == ["valid"]
+    ][-1]
+    args[args.index("--work_dir") + 1] = str(trained / "eval2")
+    launch = [
+        "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(distributed.free_port()), "-m", "transformer_xl.eval",
+    ]  # fmt: skip
+    proc = run_module([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    two = [
+        r["data"]["loss"]
+        for r in read_dllogger(trained / "eval2" / "eval_log.json")
+        if r["step"] == ["valid"]
+    ][-1]
+    assert two == pytest.approx(one, rel=1e-6)
+
+
 def test_eval_bf16_is_close_to_fp32(corpus, trained):
     def loss(math):
         args = eval_flags(corpus, trained, "--split", "valid")

@@ -94,7 +94,9 @@ class Runner:
         self.model, self.args = model, args
         self.traced: Any = None
         if args.load_torchscript:
-            self.traced = torch.jit.load(str(args.load_torchscript), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # as in trace()
+                self.traced = torch.jit.load(str(args.load_torchscript), map_location="cpu")
         self.compiled = torch.compile(model) if args.type == "compile" else None
 
     def __call__(self, inp: torch.Tensor, target: torch.Tensor, mems: Any) -> tuple[Any, Any]:
