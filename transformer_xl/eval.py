@@ -96,7 +96,8 @@ class Runner:
         if args.load_torchscript:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # as in trace()
-                self.traced = torch.jit.load(str(args.load_torchscript), map_location="cpu")
+                device = next(model.parameters()).device
+                self.traced = torch.jit.load(str(args.load_torchscript), map_location=device)
         self.compiled = torch.compile(model) if args.type == "compile" else None
 
     def __call__(self, inp: torch.Tensor, target: torch.Tensor, mems: Any) -> tuple[Any, Any]:
