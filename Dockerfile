@@ -3,9 +3,11 @@ ARG FROM_IMAGE_NAME=nvcr.io/nvidia/pytorch:24.10-py3
 FROM ${FROM_IMAGE_NAME}
 
 WORKDIR /workspace/lm-recipes
-# requirements.txt lists no torch, so the image's build stays in place.
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# The same set-up script CI runs (make setup): it keeps the image's torch and installs
+# requirements.txt (no torch in it) with the data tools (sacremoses, subword-nmt, nltk, h5py).
+COPY requirements.txt ./
+COPY scripts/setup.sh scripts/
+RUN PIP_NO_CACHE_DIR=1 bash scripts/setup.sh runtime
 
 COPY . .
 ENV PYTHONPATH=/workspace/lm-recipes
