@@ -136,6 +136,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _rendezvous_store(info: dict[str, Any], timeout: datetime.timedelta) -> dist.Store:
+    """The key-value store the processes meet in, with keys private to this attempt.
+
+    torchrun's agent hosts the store itself (TORCHELASTIC_USE_AGENT_STORE) and keeps it
+    across `--max-restarts` restarts: without a per-attempt prefix, restarted workers
+    would read the addresses of the workers that died and wait for them forever.
+    Otherwise (srun) rank 0 hosts it.
+    """
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        info["master_addr"],
+        info["master_port"],
+        info["world_size"],
+        is_master=not agent_hosts and info["rank"] == 0,
+        timeout=timeout,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"lm_recipes/attempt_{attempt}/", store)
+
+
 def init_distributed(
     device: str | None = None,
     backend: str | None = None,
@@ -160,12 +180,13 @@ def init_distributed(
     if info["world_size"] > 1:
         chosen_backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         if not dist.is_initialized():
+            timeout = datetime.timedelta(minutes=timeout_minutes)
             dist.init_process_group(
                 backend=chosen_backend,
-                init_method=f"tcp://{info['master_addr']}:{info['master_port']}",
+                store=_rendezvous_store(info, timeout),
                 rank=info["rank"],
                 world_size=info["world_size"],
-                timeout=datetime.timedelta(minutes=timeout_minutes),
+                timeout=timeout,
                 device_id=dev if dev.type == "cuda" else None,
             )
     return DistEnv(

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return train(args)
-    except (data.DataError, TokenizerError, CheckpointError) as exc:
+    except (data.DataError, TokenizerError, CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 

@@ -75,7 +75,7 @@ def test_transformer_xl_run_sub_trains_with_two_tasks(cluster, tmp_path):
     assert code == 0, out
     assert "| Eval" in out and "| End of training | test loss" in out
     assert load_checkpoint(tmp_path / "work" / "checkpoint_last.pt")["step"] == 8
-    assert (tmp_path / "work" / "mems_rank1.pt").is_file()
+    assert (tmp_path / "work" / "mems_rank1_step00000008.pt").is_file()
 
 
 def test_preempted_job_saves_and_the_resubmitted_job_continues(cluster, tmp_path):

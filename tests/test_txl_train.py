@@ -61,8 +61,9 @@ def test_training_logs_evaluates_checkpoints_and_tests(corpus, tmp_path, capsys)
     assert out.count("| Eval") == 2 and "valid ppl" in out
     assert "| End of training | test loss" in out
     assert "Training throughput:" in out and "Training time:" in out
-    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "mems_rank0.pt", "train_log.log"):
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "train_log.log"):
         assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "mems_rank0_step00000012.pt").is_file()
     summary = final(tmp_path)
     assert summary["steps"] == 12 and summary["passed"] is True
     assert summary["test_ppl"] == pytest.approx(2.718281828 ** summary["test_loss"], rel=1e-6)
@@ -244,7 +245,7 @@ def test_two_processes_train_like_one_without_dropout(corpus, tmp_path):
     b = load_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
-    assert (tmp_path / "two" / "mems_rank1.pt").is_file()
+    assert (tmp_path / "two" / "mems_rank1_step00000003.pt").is_file()
 
 
 @pytest.mark.slow

@@ -252,24 +252,28 @@ def evaluate(
 # --- checkpoints ------------------------------------------------------------------------
 
 
-def mems_path(work_dir: Path, rank: int) -> Path:
-    return work_dir / f"mems_rank{rank}.pt"
+def mems_path(work_dir: Path, rank: int, step: int) -> Path:
+    return work_dir / f"mems_rank{rank}_step{step:08d}.pt"
 
 
 def save_mems(work_dir: Path, rank: int, step: int, mems: list[Any]) -> None:
-    """Each rank's memories of the training streams, so a resumed run is exact."""
+    """Each rank's memories of the training streams at `step`, so a resumed run is exact.
+
+    Written before the checkpoint of `step`; the file of the previous save stays until
+    the next one, so the memories of the last committed checkpoint always exist, even
+    when a kill lands between the two writes.
+    """
     cpu = [None if m is None else [t.cpu() for t in m] for m in mems]
-    save_atomic({"step": step, "mems": cpu}, mems_path(work_dir, rank))
+    save_atomic({"step": step, "mems": cpu}, mems_path(work_dir, rank, step))
+    for old in sorted(work_dir.glob(f"mems_rank{rank}_step*.pt"))[:-2]:
+        old.unlink(missing_ok=True)
 
 
 def load_mems(work_dir: Path, rank: int, step: int, device: torch.device) -> list[Any] | None:
-    path = mems_path(work_dir, rank)
+    path = mems_path(work_dir, rank, step)
     if not path.is_file():
         return None
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("step") != step:
-        return None
-    return state["mems"]
+    return torch.load(path, map_location=device, weights_only=True)["mems"]
 
 
 def resume_state(
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         return train(args)
-    except (data.DataError, CheckpointError, ConfigError) as exc:
+    except (data.DataError, CheckpointError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 

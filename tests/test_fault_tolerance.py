@@ -1,0 +1,209 @@
+"""No failure costs more than the last checkpoint, for every model's training script:
+
+- SIGKILL of a worker of a 2-process torchrun job: `--max-restarts` restarts the workers,
+  they resume from the last checkpoint, and the run ends with the weights of an
+  uninterrupted run;
+- repeated SIGKILLs at random moments of a run that checkpoints every step (so some hit
+  a checkpoint being written): the last checkpoint always loads, and the resumed run
+  ends with the uninterrupted run's weights;
+- a full disk while saving: a one-line error, and the previous checkpoint still loads.
+"""
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import distributed
+from common.checkpoint import load_checkpoint
+from gnmt import prepare_data, toy_data
+from tests.helpers import ROOT, clean_env
+from transformer_xl import toy_data as txl_toy_data
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Recipe:
+    module: str
+    last: str  # file name of the last checkpoint in the output folder
+
+    def args(self, data: Path, out: Path, save_every: int, steps: int) -> list[str]:
+        raise NotImplementedError
+
+
+class GNMT(Recipe):
+    def args(self, data, out, save_every, steps):
+        return [
+            "--dataset-dir", str(data), "--vocab", "vocab.bpe.50", "--bpe-codes", "bpe.50",
+            "--train-src", "train.tok.clean.bpe.50.en", "--train-tgt",
+            "train.tok.clean.bpe.50.de", "--save-dir", str(out), "--math", "fp32",
+            "--hidden-size", "16", "--train-batch-size", "8", "--no-eval",
+            "--save-freq", str(save_every), "--max-steps", str(steps), "--epochs", "50",
+            "--resume", "--device", "cpu",
+        ]  # fmt: skip
+
+    @staticmethod
+    def prepare(root: Path) -> Path:
+        toy_data.generate(root / "raw", train=160, dev=8, test=8, seed=5)
+        raw = root / "raw"
+        prepare_data.prepare(raw / "train", [raw / "dev"], raw / "test", root / "data", merges=50)
+        return root / "data"
+
+
+class TransformerXL(Recipe):
+    def args(self, data, out, save_every, steps):
+        return [
+            "--config_file", "", "--data", str(data), "--work_dir", str(out),
+            "--precision", "fp32", "--n_layer", "2", "--d_model", "16", "--n_head", "2",
+            "--d_head", "8", "--d_inner", "32", "--dropout", "0.1", "--tgt_len", "8",
+            "--mem_len", "8", "--batch_size", "4", "--optim", "lamb", "--lr", "0.05",
+            "--warmup_step", "2", "--max_step_scheduler", "400", "--no_eval",
+            "--save_interval", str(save_every), "--max_step", str(steps), "--resume",
+            "--device", "cpu", "--log_interval", "5",
+        ]  # fmt: skip
+
+    @staticmethod
+    def prepare(root: Path) -> Path:
+        txl_toy_data.generate(root / "corpus", articles=40, seed=6)
+        return root / "corpus"
+
+
+RECIPES = {
+    "gnmt": GNMT("gnmt.train", "model_last.pth"),
+    "transformer_xl": TransformerXL("transformer_xl.train", "checkpoint_last.pt"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(RECIPES))
+def recipe(request, tmp_path_factory):
+    r = RECIPES[request.param]
+    return r, type(r).prepare(tmp_path_factory.mktemp(request.param))
+
+
+def launch(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=clean_env(), **kw)
+
+
+def torchrun(module: str, args: list[str], restarts: int = 0) -> list[str]:
+    return [
+        "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts",
+        str(restarts), "--master_port", str(distributed.free_port()), "-m", module, *args,
+    ]  # fmt: skip
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(c) for c in text]
+    return found
+
+
+def test_killed_ddp_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(recipe, tmp_path):
+    r, data = recipe
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = launch(torchrun(r.module, r.args(data, straight, 3, 12)), stdout=subprocess.PIPE,
+                  stderr=subprocess.STDOUT)  # fmt: skip
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+
+    proc = launch(torchrun(r.module, r.args(data, killed, 3, 12), restarts=1),
+                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 180
+    while not (killed / r.last).exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+        time.sleep(0.05)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    assert_same(straight / r.last, killed / r.last)
+
+
+def test_random_kills_never_leave_a_broken_checkpoint(recipe, tmp_path):
+    r, data = recipe
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    args = r.args(data, straight, 1, 40)
+    assert launch(["-m", r.module, *args], stdout=subprocess.DEVNULL).wait(timeout=300) == 0
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(3):
+        proc = launch(["-m", r.module, *r.args(data, killed, 1, 40)], stdout=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while not (killed / r.last).exists() and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))  # somewhere in the steps and their saves
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert load_checkpoint(killed / r.last)["step"] >= 1  # the last one always loads
+    assert kills >= 1
+    assert launch(["-m", r.module, *r.args(data, killed, 1, 40)]).wait(timeout=300) == 0
+    assert_same(straight / r.last, killed / r.last)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MB filesystem (tmpfs) that the run's checkpoints overflow."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(recipe, small_disk):
+    r, data = recipe
+    filler = small_disk / "filler"
+    out = small_disk / "run"
+    proc = launch(["-m", r.module, *r.args(data, out, 2, 400)], stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 180
+    while not (out / r.last).exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1].decode()
+        time.sleep(0.01)
+    # Fill the disk once the first checkpoint is in place.
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError) as full:
+            while True:
+                os.write(fd, b"\0" * (1 << 16))
+        assert full.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    stdout, stderr = proc.communicate(timeout=300)
+    err = stderr.decode()
+    assert proc.returncode == 1, err
+    # The next checkpoint (or log line) cannot be written: one line says so.
+    assert err.startswith("error: ") and "No space left on device" in err, err
+    assert "Traceback" not in err
+    assert load_checkpoint(out / r.last)["step"] >= 2
