@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +62,32 @@ def parse_with_config(
     parser: argparse.ArgumentParser,
     argv: list[str] | None,
     default_file: str | os.PathLike | None,
-    section: str,
+    section: str | Callable[[argparse.Namespace], str],
+    *,
+    name_flag: str = "--config",
+    file_flag: str = "--config_file",
 ) -> argparse.Namespace:
     """Parse `argv` with the named config's values as defaults (flags override them).
 
-    Adds `--config` and `--config_file` to `parser`.
+    Adds `name_flag` and `file_flag` (`--config`, `--config_file`) to `parser`; a script
+    whose flags already use those names (BERT's `--config_file` is the model's JSON) picks
+    others. `section` may be a function of the flags parsed so far (e.g. the phase).
     """
-    parser.add_argument("--config", default="default", help="named set-up in the config file")
+    parser.add_argument(name_flag, default="default", help="named set-up in the config file")
     parser.add_argument(
-        "--config_file", default=default_file, help="YAML file of named set-ups ('' for none)"
+        file_flag, default=default_file, help="YAML file of named set-ups ('' for none)"
     )
     known, _ = parser.parse_known_args(argv)
-    if known.config_file:
-        values = load_named_config(known.config_file, known.config, section)
+    name = getattr(known, name_flag.lstrip("-").replace("-", "_"))
+    config_file = getattr(known, file_flag.lstrip("-").replace("-", "_"))
+    if config_file:
+        chosen = section(known) if callable(section) else section
+        values = load_named_config(config_file, name, chosen)
         dests = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - dests)
         if unknown:
             raise ConfigError(
-                f"{known.config_file}: config {known.config!r} sets unknown options: "
-                f"{', '.join(unknown)}"
+                f"{config_file}: config {name!r} sets unknown options: {', '.join(unknown)}"
             )
         parser.set_defaults(**values)
     return parser.parse_args(argv)

@@ -1,0 +1,509 @@
+"""What SQuAD and GLUE fine-tuning share: flags, model loading, AdamW with linear
+warm-up and decay, the training loop, batched inference and their summaries.
+
+    add_finetune_args(parser)                        # the flags both scripts take
+    tokenizer, model = load_model(BertForQuestionAnswering, args)
+    result = train(model, tensors, squad_loss, args, env, prec, logger)
+    report_training(result, env, logger)             # "e2e train time: ... | training sequences/s"
+    result = infer(model, tensors, forward, batch_size, prec, env.device)
+    report_inference(result, logger)                 # "e2e inference time: ... | inference ..."
+
+Batches. Features are tensors [N, max_seq_length]; each epoch visits them in a seeded
+random order. Step i of an epoch trains on the global batch order[i*G:(i+1)*G], G =
+train_batch_size x processes; rank r takes the r-th contiguous share and cuts it into
+`gradient_accumulation_steps` micro-batches (all but the last under DDP's no_sync).
+So a step sees the same examples whatever the number of processes, and the data
+position is just the step (an incomplete last global batch of an epoch is left out).
+Each micro-batch is cut to its longest sequence (rounded up to a multiple of 8):
+padding is masked out, so this only saves time. With --torch_compile shapes stay
+static instead.
+
+Optimisation. AdamW (fused on CUDA) without weight decay on biases and LayerNorm
+weights; the learning rate rises linearly over the first `warmup_proportion` of the
+steps and falls linearly to 0 at the last (steps from `num_train_epochs`; --max_steps
+stops earlier without changing the schedule, so a stopped run continues exactly).
+Gradients are unscaled (fp16) and clipped to --max_grad_norm before each step.
+
+Checkpoints go to OUTPUT_DIR/checkpoints (every --save_checkpoints_steps steps, at the
+end, and on SIGTERM); --resume continues from the last one with model, optimizer,
+schedule, loss scale, RNG states and data position restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bert.model import BertPreTrainedModel, check_vocab
+from bert.tokenization import FullTokenizer
+from common import distributed
+from common.benchmark import LatencyRecorder, ThroughputMeter
+from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
+from common.logging import Logger, progress
+from common.precision import PRECISIONS, Precision
+from common.preemption import PreemptionGuard
+from common.schedules import ScheduledLR, build_scheduler
+
+SPECIAL_TOKENS = ("[CLS]", "[SEP]")
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
+
+
+class FinetuneError(ValueError):
+    """Bad flags, model or vocabulary: reported as one line before any training."""
+
+
+# --------------------------------------------------------------------------------- flags
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """Flags of both fine-tuning scripts (each sets its own defaults for batch size,
+    learning rate, epochs and sequence length)."""
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--bert_model",
+        default=None,
+        help="model name for logs (base, large, bert-large-uncased) or a model directory",
+    )
+    m.add_argument(
+        "--init_checkpoint",
+        default=None,
+        help="Hugging Face-format directory, our save_pretrained output or a .pt file "
+        "(NVIDIA's, with --config_file)",
+    )
+    m.add_argument(
+        "--config_file",
+        "--bert_config_file",
+        dest="config_file",
+        default=None,
+        help="BERT config JSON for a checkpoint file without config.json beside it",
+    )
+    m.add_argument("--vocab_file", default=None, help="default: vocab.txt of the model directory")
+    m.add_argument(
+        "--do_lower_case",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lower-case and strip accents (uncased models)",
+    )
+
+    t = p.add_argument_group("training")
+    t.add_argument("--do_train", action="store_true")
+    t.add_argument("--train_batch_size", type=int, default=32, help="per process and step")
+    t.add_argument("--learning_rate", type=float, default=5e-5, help="peak (after warm-up)")
+    t.add_argument("--num_train_epochs", type=float, default=3.0)
+    t.add_argument(
+        "--max_steps", type=int, default=-1, help="stop after this many steps (schedule unchanged)"
+    )
+    t.add_argument("--warmup_proportion", type=float, default=0.1, help="of the steps")
+    t.add_argument(
+        "--gradient_accumulation_steps", type=int, default=1, help="micro-batches per step"
+    )
+    t.add_argument("--weight_decay", type=float, default=0.01)
+    t.add_argument("--adam_epsilon", type=float, default=1e-6)
+    t.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
+    t.add_argument("--seed", type=int, default=42)
+
+    r = p.add_argument_group("runtime")
+    r.add_argument("--precision", choices=PRECISIONS, default=None, help="default: tf32/fp32")
+    r.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    r.add_argument("--amp", action="store_true", help="same as --precision fp16")
+    r.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if any")
+    r.add_argument(
+        "--torch_compile", action="store_true", help="torch.compile the model (static shapes)"
+    )
+
+    o = p.add_argument_group("output")
+    o.add_argument("--output_dir", type=Path, default=Path("results"))
+    o.add_argument(
+        "--json-summary",
+        dest="json_summary",
+        type=Path,
+        default=None,
+        help="DLLogger log file (default: OUTPUT_DIR/dllogger.json)",
+    )
+    o.add_argument("--log_freq", type=int, default=50, help="log every N steps")
+    o.add_argument(
+        "--save_checkpoints_steps", type=int, default=1000, help="0: only at the end and on SIGTERM"
+    )
+    o.add_argument("--keep_checkpoints", type=int, default=1, help="numbered saves kept")
+    o.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints")
+
+
+def resolve_precision(args: argparse.Namespace, device: torch.device) -> str:
+    if args.fp16 or args.amp:
+        return "fp16"
+    if args.precision:
+        return args.precision
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return "tf32"
+    return "fp32"
+
+
+# --------------------------------------------------------------------------------- model
+
+
+def load_model(
+    model_cls: type[BertPreTrainedModel], args: argparse.Namespace, **model_kwargs: Any
+) -> tuple[FullTokenizer, BertPreTrainedModel]:
+    """The tokenizer and `model_cls` from --init_checkpoint (or a --bert_model directory),
+    with the vocabulary checked against the word embeddings and --max_seq_length
+    against the positions."""
+    source = args.init_checkpoint
+    if source is None and args.bert_model and Path(args.bert_model).exists():
+        source = args.bert_model
+    if source is None:
+        raise FinetuneError(
+            "--init_checkpoint is required: a Hugging Face-format model directory, our "
+            "save_pretrained output, or a .pt checkpoint file with --config_file"
+        )
+    try:
+        model = model_cls.from_pretrained(source, config=args.config_file, **model_kwargs)
+    except ValueError as exc:  # config files: missing, not JSON, inconsistent values
+        raise FinetuneError(str(exc)) from exc
+    vocab = args.vocab_file
+    if vocab is None and (Path(source) / "vocab.txt").is_file():
+        vocab = Path(source) / "vocab.txt"
+    if vocab is None:
+        raise FinetuneError(f"--vocab_file is required: {source} holds no vocab.txt")
+    try:
+        tokenizer = FullTokenizer(vocab, do_lower_case=args.do_lower_case)
+        check_vocab(model, tokenizer)
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from exc
+    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.vocab]
+    if missing:
+        raise FinetuneError(f"vocabulary {vocab} lacks {', '.join(missing)}")
+    if args.max_seq_length > model.config.max_position_embeddings:
+        raise FinetuneError(
+            f"--max_seq_length {args.max_seq_length} exceeds the model's "
+            f"{model.config.max_position_embeddings} positions ({source})"
+        )
+    return tokenizer, model
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: weights with `weight_decay`, biases and LayerNorm without."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            exempt = name.endswith("bias") or "LayerNorm" in name
+            (no_decay if exempt else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: torch.nn.Module, args: argparse.Namespace, device: torch.device
+) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay),
+        lr=args.learning_rate,
+        eps=args.adam_epsilon,
+        fused=True if device.type == "cuda" else None,
+    )
+
+
+def build_lr_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_proportion: float
+) -> ScheduledLR:
+    """Linear warm-up over `warmup_proportion` of `total_steps`, then linear decay to 0."""
+    warmup = min(int(warmup_proportion * total_steps), total_steps - 1)
+    return build_scheduler(optimizer, "linear", warmup_steps=warmup, total_steps=total_steps)
+
+
+# -------------------------------------------------------------------------------- batches
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which epoch `epoch` visits `n` features (the same on every rank)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def select(tensors: Batch, index: torch.Tensor, device: torch.device, trim: bool = True) -> Batch:
+    """Rows `index` of every tensor on `device`; with `trim`, sequence tensors are cut
+    after the longest attention mask (rounded up to a multiple of 8)."""
+    batch = {k: v[index] for k, v in tensors.items()}
+    if trim:
+        width = batch["attention_mask"].size(1)
+        longest = int(batch["attention_mask"].sum(1).max())
+        keep = min(width, -(-longest // 8) * 8)
+        batch = {
+            k: v[:, :keep] if v.dim() == 2 and v.size(1) == width else v for k, v in batch.items()
+        }
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    total_steps: int
+    final_loss: float
+    train_time: float  # seconds from the first step to the last, checkpoints included
+    sequences_per_second: float  # all processes, warm-up steps excluded
+    interrupted: bool  # stopped by SIGTERM: resume before using the model
+
+
+def train(
+    model: BertPreTrainedModel,
+    tensors: Batch,
+    loss_fn: LossFn,
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    prec: Precision,
+    logger: Logger,
+) -> TrainResult:
+    """Fine-tune `model` (already on env.device) on `tensors` [N, ...]; `loss_fn(model,
+    batch)` returns the mean loss of a micro-batch. See the module docstring."""
+    world, local = env.world_size, args.train_batch_size
+    accumulation = args.gradient_accumulation_steps
+    if accumulation < 1 or local % accumulation:
+        raise FinetuneError(
+            f"--train_batch_size {local} must be a multiple of "
+            f"--gradient_accumulation_steps {accumulation}"
+        )
+    micro = local // accumulation
+    n = len(tensors["input_ids"])
+    global_batch = local * world
+    steps_per_epoch = n // global_batch
+    if steps_per_epoch == 0:
+        raise FinetuneError(
+            f"{n} training features are fewer than one global batch ({global_batch} = "
+            f"--train_batch_size {local} x {world} processes)"
+        )
+    total_steps = max(int(steps_per_epoch * args.num_train_epochs), 1)
+    optimizer = build_optimizer(model, args, env.device)
+    scheduler = build_lr_schedule(optimizer, total_steps, args.warmup_proportion)
+    ddp_model = distributed.wrap_ddp(model, env)
+    forward_model = torch.compile(ddp_model) if args.torch_compile else ddp_model
+    checkpointer = Checkpointer(
+        args.output_dir / "checkpoints", prefix="finetune", keep_last=args.keep_checkpoints
+    )
+    run_info = {"global_batch": global_batch, "features": n, "total_steps": total_steps}
+
+    step = 0
+    distributed.seed_everything(args.seed, env.rank)  # dropout: its own stream per rank
+    if args.resume:
+        state = checkpointer.resume(
+            model=model, optimizer=optimizer, scheduler=scheduler, precision=prec
+        )
+        if state is not None:
+            saved = {k: state["extra"].get(k) for k in run_info}
+            if saved != run_info:
+                raise CheckpointError(
+                    f"{checkpointer.latest()} belongs to another run ({saved}); this one has "
+                    f"{run_info}: use another --output_dir or the same data and batch size"
+                )
+            step = state["step"]
+            print(f"resumed from step {step} of {total_steps}", flush=True)
+
+    def save() -> None:
+        state = capture_training_state(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            precision=prec,
+            step=step,
+            data_position={"epoch": step // steps_per_epoch, "step": step % steps_per_epoch},
+            extra=run_info,
+        )
+        checkpointer.save(state, step)
+
+    logger.log(
+        "PARAMETER",
+        {**run_info, "steps_per_epoch": steps_per_epoch, "micro_batch": micro, "world_size": world},
+    )
+    guard = PreemptionGuard()
+    meter = ThroughputMeter(warmup_steps=min(10, total_steps // 10), device=env.device)
+    bar = progress(total=total_steps, initial=step, desc="training")
+    trim = not args.torch_compile
+    last_saved, stop = step, None
+    window_loss = torch.zeros((), device=env.device)
+    window_steps, final_loss = 0, math.nan
+    window_start = start = time.perf_counter()
+    ddp_model.train()
+    try:
+        while step < total_steps and stop is None:
+            epoch, first = divmod(step, steps_per_epoch)
+            order = epoch_order(n, args.seed, epoch)
+            for i in range(first, steps_per_epoch):
+                meter.start()
+                mine = order[i * global_batch + env.rank * local :][:local]
+                step_loss = torch.zeros((), device=env.device)
+                for m in range(accumulation):
+                    batch = select(tensors, mine[m * micro : (m + 1) * micro], env.device, trim)
+                    with distributed.no_sync(ddp_model, enabled=m < accumulation - 1):
+                        with prec.autocast():
+                            loss = loss_fn(forward_model, batch) / accumulation
+                        prec.backward(loss)
+                    step_loss += loss.detach()
+                prec.unscale_(optimizer)
+                if args.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                prec.step(optimizer)
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                meter.update(local)
+                bar.update(1)
+                window_loss += step_loss
+                window_steps += 1
+                if guard.should_stop():
+                    stop = "signal"
+                elif 0 < args.max_steps <= step:
+                    stop = "max_steps"
+                if step % args.log_freq == 0 or step == total_steps or stop:
+                    final_loss = distributed.all_reduce_mean(window_loss).item() / window_steps
+                    seconds = time.perf_counter() - window_start
+                    values = {
+                        "loss": final_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "sequences/s": window_steps * global_batch / seconds,
+                        "loss_scale": prec.loss_scale,
+                        "skipped_steps": prec.skipped_steps,
+                    }
+                    logger.log((epoch, step), values)
+                    if env.is_main:
+                        print(
+                            f"epoch {epoch} step {step}/{total_steps} | loss {final_loss:.4f} | "
+                            f"lr {values['lr']:.3e} | {values['sequences/s']:.1f} sequences/s",
+                            flush=True,
+                        )
+                    window_loss.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                if args.save_checkpoints_steps > 0 and step % args.save_checkpoints_steps == 0:
+                    save()
+                    last_saved = step
+                if stop or step >= total_steps:
+                    break
+    finally:
+        bar.close()
+        guard.close()
+    train_time = time.perf_counter() - start
+    if last_saved != step:
+        save()  # the end of a run, or a stop, is always resumable
+    if stop == "signal" and env.is_main:
+        print(f"stopped by a signal at step {step}; continue with --resume", flush=True)
+    return TrainResult(
+        steps=step,
+        total_steps=total_steps,
+        final_loss=final_loss,
+        train_time=train_time,
+        # Runs too short for a timed step after warm-up count them all.
+        sequences_per_second=meter.throughput * world
+        if meter.steps
+        else step * global_batch / max(train_time, 1e-9),
+        interrupted=stop == "signal",
+    )
+
+
+# ------------------------------------------------------------------------------ inference
+
+
+@dataclass
+class InferenceResult:
+    outputs: list[np.ndarray]  # one per feature, in the order of the input tensors
+    e2e_time: float  # seconds, everything included
+    sequences_per_second: float  # warm-up batches excluded
+    latency: dict[str, float]  # seconds per batch: avg, p50, p90, p95, p99, p100
+
+
+@torch.no_grad()
+def infer(
+    model: torch.nn.Module,
+    tensors: Batch,
+    forward: Callable[[torch.nn.Module, Batch], torch.Tensor],
+    batch_size: int,
+    prec: Precision,
+    device: torch.device,
+    compile_model: bool = False,
+) -> InferenceResult:
+    """`forward(model, batch)` -> [B, ...] over all features in batches, shortest first
+    (less padding), in eval mode; outputs come back in input order as float32 arrays."""
+    start = time.perf_counter()
+    model.eval()
+    runner = torch.compile(model) if compile_model else model
+    lengths = tensors["attention_mask"].sum(1)
+    order = torch.argsort(lengths, stable=True)
+    batches = list(order.split(batch_size))
+    warmup = min(10, len(batches) // 10)
+    meter = ThroughputMeter(warmup_steps=warmup, device=device)
+    latency = LatencyRecorder(warmup=warmup, device=device)
+    outputs: list[np.ndarray | None] = [None] * len(order)
+    for index in progress(batches, desc="inference"):
+        batch = select(tensors, index, device, trim=not compile_model)
+        meter.start()
+        with latency.measure(), prec.autocast():
+            result = forward(runner, batch)
+        meter.update(len(index))
+        for row, i in zip(result.float().cpu().numpy(), index.tolist(), strict=True):
+            outputs[i] = row
+    return InferenceResult(
+        outputs=outputs,
+        e2e_time=time.perf_counter() - start,
+        sequences_per_second=meter.throughput,
+        latency=latency.summary() if latency.latencies else {},
+    )
+
+
+def report_training(
+    result: TrainResult, env: distributed.DistEnv, logger: Logger, **extra: Any
+) -> None:
+    """The run's summary as the reference prints it, and as a DLLogger summary line."""
+    logger.log(
+        (),
+        {
+            "e2e_train_time": result.train_time,
+            "training_sequences_per_second": result.sequences_per_second,
+            "final_loss": result.final_loss,
+            "steps": result.steps,
+            **extra,
+        },
+    )
+    if env.is_main:
+        print(
+            f"e2e train time: {result.train_time:.2f} s | training sequences/s: "
+            f"{result.sequences_per_second:.2f} | final loss: {result.final_loss:.4f} | "
+            f"steps: {result.steps}/{result.total_steps}",
+            flush=True,
+        )
+
+
+def report_inference(result: InferenceResult, logger: Logger, name: str = "") -> None:
+    """Time, throughput and batch latencies (DLLogger), time and throughput (stdout);
+    `name` prefixes the keys and the line (e.g. "dev_matched")."""
+    prefix = f"{name}_" if name else ""
+    latency = {f"{prefix}latency_{k}": v for k, v in result.latency.items() if k != "count"}
+    logger.log(
+        (),
+        {
+            f"{prefix}e2e_inference_time": result.e2e_time,
+            f"{prefix}inference_sequences_per_second": result.sequences_per_second,
+            f"{prefix}inference_sequences": len(result.outputs),
+            **latency,
+        },
+    )
+    print(
+        f"{name + ': ' if name else ''}e2e inference time: {result.e2e_time:.2f} s | "
+        f"inference sequences/s: {result.sequences_per_second:.2f} | "
+        f"{len(result.outputs)} sequences",
+        flush=True,
+    )
+
+
+def open_logger(args: argparse.Namespace) -> Logger:
+    """The DLLogger file (--json-summary, default OUTPUT_DIR/dllogger.json); rank 0 writes."""
+    return Logger(args.json_summary or args.output_dir / "dllogger.json", stdout=False)

@@ -1,0 +1,816 @@
+"""Pre-train BERT (masked LM + next-sentence prediction) on HDF5 shards with LAMB.
+
+    python -m torch.distributed.run --standalone --nproc_per_node 8 -m bert.run_pretraining \\
+        --setup dgxa100_8gpu_fp16 --input_dir DATA/phase1 --output_dir results/bert
+    python -m torch.distributed.run ... -m bert.run_pretraining --phase2 \\
+        --setup dgxa100_8gpu_fp16 --input_dir DATA/phase2 --output_dir results/bert
+
+Recipe (the defaults; bert/configs/pretraining.yaml holds both phases and the machine
+set-ups): phase 1 trains 7038 steps on sequences of 128 tokens (20 predictions each),
+global batch 65,536, learning rate 6e-3 with 28.43% warm-up; phase 2 trains 1563 steps
+on 512 tokens (80 predictions), global batch 32,768, 4e-3 with 12.8% warm-up, starting
+from phase 1's last checkpoint. The global batch is --train_batch_size (per process and
+micro-step) x --gradient_accumulation_steps x processes; gradients are all-reduced once
+per step, after the last micro-step.
+
+Optimisation: LAMB (common.optim; apex's fused kernel on CUDA when installed) with
+weight decay 0.01 except on biases and LayerNorm, gradient-norm clipping to 1.0 inside
+LAMB, linear warm-up then polynomial decay (power 0.5) of (1 - step / max_steps), as in
+the reference. --optimizer adam: AdamW with the same groups and clipping.
+
+Phase 2 (--phase2) starts from --init_checkpoint, or else from OUTPUT_DIR's last
+checkpoint when that is a phase-1 one: the weights and LAMB's moment estimates carry
+over, the optimizer's step count and the schedule start afresh (as NVIDIA's recipe
+does), and step numbers continue after phase 1's last (--phase1_end_step, by default
+the checkpoint's step). --resume_from_checkpoint continues the run in OUTPUT_DIR
+exactly (model, optimizer, loss scale, schedule, RNG states, every rank's data position).
+
+Outputs in OUTPUT_DIR: ckpt_step<N>.pt (every --num_steps_per_checkpoint steps, the last
+--keep_checkpoints kept, ckpt_last.pt the newest; also on SIGTERM and at the end),
+bert_config.json, dllogger.json (--json-summary) and, when a phase completes,
+pretrained/ (Hugging Face format: config.json, model.safetensors, vocab.txt) for the
+fine-tuning scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bert.finetune import parameter_groups, resolve_precision
+from bert.model import BertConfig, BertForPreTraining
+from bert.pretraining_data import (
+    MaskingIds,
+    Position,
+    PretrainingBatches,
+    ShardError,
+    scan_shards,
+)
+from bert.tokenization import VocabError, load_vocab
+from common import distributed
+from common.atomic import atomic_write
+from common.benchmark import (
+    LatencyRecorder,
+    ThroughputMeter,
+    log_results,
+    markdown_table,
+    to_milliseconds,
+    write_json,
+)
+from common.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    capture_training_state,
+    load_checkpoint,
+    restore_training_state,
+)
+from common.config import ConfigError, parse_with_config
+from common.logging import Logger, progress
+from common.optim import LAMB
+from common.precision import PRECISIONS, Precision, PrecisionError
+from common.preemption import PreemptionGuard
+from common.schedules import ScheduledLR
+
+DEFAULT_SETUPS = Path(__file__).parent / "configs" / "pretraining.yaml"
+
+
+class PretrainingError(ValueError):
+    """Flags that cannot work together; reported as one line before training starts."""
+
+
+# --------------------------------------------------------------------------------- flags
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    given = sys.argv[1:] if argv is None else argv
+    if any(arg == "--config" or arg.startswith("--config=") for arg in given):
+        raise PretrainingError(
+            "--config: pick a named set-up with --setup NAME here; --config_file is the "
+            "BERT model's JSON, as in NVIDIA's run_pretraining.py"
+        )
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
+        epilog="The defaults shown are phase 1's. --setup NAME applies a named set-up of "
+        "--setup_file (precision, per-GPU batch, accumulation); with --phase2 that file's "
+        "phase2 section gives phase 2's values (512 tokens, 80 predictions, global batch "
+        "32,768, 1563 steps, learning rate 4e-3, 12.8% warm-up). Flags win over both.",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--input_dir", type=Path, default=None, help="folder of HDF5 shards (required)")
+    d.add_argument("--max_seq_length", type=int, default=128, help="must match the shards")
+    d.add_argument("--max_predictions_per_seq", type=int, default=20, help="at least the shards' P")
+    d.add_argument(
+        "--dynamic_masking",
+        action="store_true",
+        help="mask each batch afresh (always on for shards without masked_lm_* fields)",
+    )
+    d.add_argument(
+        "--vocab_file", type=Path, default=None, help="sets vocab_size; saved with the model"
+    )
+
+    m = p.add_argument_group("model")
+    m.add_argument("--bert_model", choices=("base", "large"), default="large")
+    m.add_argument(
+        "--config_file",
+        "--bert_config_file",
+        dest="config_file",
+        type=Path,
+        default=None,
+        help="bert_config.json (overrides --bert_model)",
+    )
+    m.add_argument(
+        "--init_checkpoint",
+        type=Path,
+        default=None,
+        help="start from these weights: our ckpt_*.pt, a Hugging Face directory or NVIDIA .pt",
+    )
+
+    t = p.add_argument_group("training")
+    t.add_argument("--phase2", action="store_true", help="phase 2: continue from phase 1")
+    t.add_argument(
+        "--phase1_end_step", type=int, default=None, help="default: phase 1 checkpoint's step"
+    )
+    t.add_argument("--train_batch_size", type=int, default=64, help="per process, micro-step")
+    t.add_argument("--gradient_accumulation_steps", type=int, default=128)
+    t.add_argument("--learning_rate", type=float, default=6e-3, help="peak, for the global batch")
+    t.add_argument("--warmup_proportion", type=float, default=0.2843)
+    t.add_argument("--warmup_steps", type=int, default=None, help="overrides --warmup_proportion")
+    t.add_argument("--lr_decay_power", type=float, default=0.5, help="polynomial decay")
+    t.add_argument(
+        "--decay_steps", type=int, default=None, help="the rate reaches 0 here (default: max_steps)"
+    )
+    t.add_argument("--max_steps", type=int, default=7038, help="optimizer steps of this phase")
+    t.add_argument(
+        "--steps_this_run", type=int, default=None, help="stop (resumably) after N steps"
+    )
+    t.add_argument("--optimizer", choices=("lamb", "adam"), default="lamb")
+    t.add_argument("--weight_decay", type=float, default=0.01)
+    t.add_argument("--max_grad_norm", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=12439)
+
+    r = p.add_argument_group("runtime")
+    r.add_argument("--precision", choices=PRECISIONS, default=None, help="default: tf32/fp32")
+    r.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    r.add_argument("--amp", action="store_true", help="same as --precision fp16")
+    r.add_argument("--init_loss_scale", type=float, default=2.0**20, help="fp16")
+    r.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if any")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--output_dir", type=Path, default=Path("results/bert_pretraining"))
+    o.add_argument(
+        "--json-summary",
+        dest="json_summary",
+        type=Path,
+        default=None,
+        help="DLLogger file (default: OUTPUT_DIR/dllogger.json)",
+    )
+    o.add_argument("--log_freq", type=int, default=1, help="log every N steps")
+    o.add_argument("--num_steps_per_checkpoint", type=int, default=200)
+    o.add_argument("--keep_checkpoints", type=int, default=3, help="numbered saves kept")
+    o.add_argument(
+        "--resume_from_checkpoint", action="store_true", help="continue OUTPUT_DIR's last save"
+    )
+    o.add_argument("--skip_checkpoint", action="store_true", help="write no checkpoints")
+    o.add_argument("--disable_progress_bar", action="store_true")
+
+    e = p.add_argument_group("evaluation (at the end of the phase)")
+    e.add_argument("--eval_dir", type=Path, default=None, help="HDF5 shards; none: no eval")
+    e.add_argument("--eval_batch_size", type=int, default=8, help="per process")
+    e.add_argument("--max_eval_steps", type=int, default=100, help="batches per process")
+
+    b = p.add_argument_group("benchmark")
+    b.add_argument(
+        "--benchmark", action="store_true", help="time steps, report sequences/s, no checkpoints"
+    )
+    b.add_argument("--benchmark_warmup_steps", type=int, default=10)
+
+    args = parse_with_config(
+        p,
+        argv,
+        DEFAULT_SETUPS,
+        lambda known: "phase2" if known.phase2 else "phase1",
+        name_flag="--setup",
+        file_flag="--setup_file",
+    )
+    if args.input_dir is None:
+        raise PretrainingError("--input_dir is required (the folder of HDF5 shards)")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "log_freq"):
+        if getattr(args, name) < 1:
+            raise PretrainingError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.benchmark:
+        args.skip_checkpoint = True
+    return args
+
+
+# ---------------------------------------------------------------------- model and losses
+
+
+def build_config(args: argparse.Namespace) -> tuple[BertConfig, int]:
+    """--config_file or the --bert_model preset, and the number of tokens of the
+    vocabulary (--vocab_file's when given); the config's vocab_size is that number padded
+    to a multiple of 8, as NVIDIA does (tensor-core friendly)."""
+    if args.config_file is not None:
+        try:
+            config = BertConfig.from_json_file(args.config_file)
+        except (OSError, ValueError, TypeError) as exc:
+            raise PretrainingError(f"--config_file {args.config_file}: {exc}") from exc
+    else:
+        config = getattr(BertConfig, args.bert_model)()
+    if args.vocab_file is not None:
+        config.vocab_size = max(load_vocab(args.vocab_file).values()) + 1
+    tokens = config.vocab_size
+    config.vocab_size += -tokens % 8
+    if args.max_seq_length > config.max_position_embeddings:
+        raise PretrainingError(
+            f"--max_seq_length {args.max_seq_length} exceeds the model's "
+            f"{config.max_position_embeddings} positions"
+        )
+    return config, tokens
+
+
+def pretraining_loss(
+    mlm_logits: torch.Tensor,
+    nsp_logits: torch.Tensor,
+    masked_lm_positions: torch.Tensor,
+    masked_lm_ids: torch.Tensor,
+    next_sentence_labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, mlm_loss, nsp_loss) of a micro-batch.
+
+    mlm_logits [B, P, V] at the masked positions; the MLM loss is the mean cross-entropy
+    over the real predictions (padding slots have position 0 or label 0). nsp_logits
+    [B, 2]: mean cross-entropy against next_sentence_labels [B]. loss = mlm + nsp.
+    """
+    valid = (masked_lm_positions != 0) & (masked_lm_ids != 0)
+    token_loss = F.cross_entropy(
+        mlm_logits.float().flatten(0, 1), masked_lm_ids.flatten(), reduction="none"
+    )
+    mlm = (token_loss * valid.flatten()).sum() / valid.sum().clamp(min=1)
+    nsp = F.cross_entropy(nsp_logits.float(), next_sentence_labels)
+    return mlm + nsp, mlm.detach(), nsp.detach()
+
+
+def pretraining_lr(
+    step: int, base_lr: float, *, warmup_steps: int, total_steps: int, power: float
+) -> float:
+    """The rate of the update after `step` updates: linear warm-up to `base_lr` over
+    `warmup_steps`, then base_lr * (1 - step / total_steps) ** power (decay measured from
+    step 0, as in Google's and NVIDIA's BERT, so it joins the warm-up below base_lr)."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    return base_lr * max(1.0 - step / total_steps, 0.0) ** power
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, args.weight_decay)
+    if args.optimizer == "lamb":
+        return LAMB(groups, lr=args.learning_rate, max_grad_norm=args.max_grad_norm)
+    fused = all(p.is_cuda for g in groups for p in g["params"]) or None
+    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=1e-6, fused=fused)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> ScheduledLR:
+    for group in optimizer.param_groups:  # a fresh schedule: forget a loaded initial_lr
+        group["lr"] = group["initial_lr"] = args.learning_rate
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = int(args.warmup_proportion * args.max_steps)
+
+    def lr_at(step: int, base_lr: float) -> float:
+        return pretraining_lr(
+            step,
+            base_lr,
+            warmup_steps=warmup,
+            total_steps=args.decay_steps or args.max_steps,
+            power=args.lr_decay_power,
+        )
+
+    return ScheduledLR(optimizer, lr_at)
+
+
+# ---------------------------------------------------------------------------- start state
+
+
+def load_weights(model: BertForPreTraining, path: Path) -> dict[str, Any] | None:
+    """Load --init_checkpoint's weights into `model`; returns the checkpoint when it is
+    one of ours (it may also hold optimizer state), None for a foreign one."""
+    if path.is_file():
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            if "not a checkpoint of this project" not in str(exc):
+                raise
+        else:
+            restore_training_state(
+                {"model": state["model"]}, model=model, source=f"--init_checkpoint {path}"
+            )
+            return state
+    if not path.exists():
+        raise CheckpointError(f"--init_checkpoint {path} does not exist")
+    try:
+        weights = BertForPreTraining.from_pretrained(path, config=model.config).state_dict()
+    except ValueError as exc:  # config files: not JSON, inconsistent values
+        raise CheckpointError(f"--init_checkpoint {path}: {exc}") from exc
+    own = model.state_dict()
+    for key, value in weights.items():
+        target = own.get(key)
+        if (
+            target is not None
+            and value.shape[1:] == target.shape[1:]
+            and (len(value) < len(target))
+        ):  # the vocabulary is padded to a multiple of 8 here: keep the extra rows
+            weights[key] = torch.cat([value, target[len(value) :]])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"--init_checkpoint {path} does not fit the model: {exc}") from exc
+    return None
+
+
+@dataclass
+class StartingPoint:
+    resume: dict[str, Any] | None = None  # the checkpoint to continue exactly
+    path: Path | None = None  # where `resume` or phase 2's start came from
+    phase1_end: int = 0  # the step phase 1 ended at (0 in phase 1)
+    phase_over: bool = False  # phase 1 asked to resume after phase 2 began
+
+
+def starting_point(
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    model: BertForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    checkpointer: Checkpointer,
+) -> StartingPoint:
+    """Where this run starts: OUTPUT_DIR's last checkpoint of this phase (with
+    --resume_from_checkpoint; restored by the caller once the schedule exists), phase 2
+    from phase 1's last checkpoint (weights and LAMB moments loaded here), the
+    --init_checkpoint weights, or scratch."""
+    phase = 2 if args.phase2 else 1
+    latest = checkpointer.latest()
+    state = None
+    wanted = args.resume_from_checkpoint or (phase == 2 and args.init_checkpoint is None)
+    if latest is not None and wanted and not args.benchmark:
+        state = load_checkpoint(latest)
+    latest_phase = state["extra"].get("phase") if state else None
+    if args.resume_from_checkpoint and latest_phase == phase:
+        return StartingPoint(state, latest, state["extra"].get("phase1_end_step", 0))
+    if phase == 1 and args.resume_from_checkpoint and latest_phase == 2:
+        if env.is_main:
+            print(f"{latest} is a phase-2 checkpoint: phase 1 is over, nothing to do", flush=True)
+        return StartingPoint(phase_over=True)
+
+    source: dict[str, Any] | None = None  # one of our checkpoints, to take phase 1's end from
+    if args.init_checkpoint is not None:
+        source, latest = load_weights(model, args.init_checkpoint), args.init_checkpoint
+    elif phase == 2 and not args.benchmark:
+        if latest_phase != 1:
+            found = (
+                "does not exist"
+                if latest is None
+                else f"is a phase-{latest_phase} checkpoint (add --resume_from_checkpoint)"
+            )
+            raise PretrainingError(
+                f"phase 2 starts from phase 1's last checkpoint: {checkpointer.last_path} "
+                f"{found}; run phase 1 with this --output_dir or pass --init_checkpoint"
+            )
+        source = state
+        restore_training_state(
+            {"model": state["model"]}, model=model, source=f"checkpoint {latest}"
+        )
+        if env.is_main:
+            print(f"phase 2 starts from {latest} (step {state['step']})", flush=True)
+    if phase == 1:
+        return StartingPoint()
+
+    phase1_end = args.phase1_end_step
+    if phase1_end is None:
+        phase1_end = source["step"] if source is not None else 0
+    if (
+        source is not None
+        and source.get("optimizer") is not None
+        and source["extra"].get("optimizer") == args.optimizer
+    ):
+        optimizer.load_state_dict(source["optimizer"])
+        if args.optimizer == "lamb":  # NVIDIA's phase 2: moments kept, steps from 0
+            for group in optimizer.param_groups:
+                group["step"] = 0
+    return StartingPoint(path=latest, phase1_end=phase1_end)
+
+
+def gather_positions(position: Position) -> list[dict[str, int]]:
+    """Every rank's data position, in rank order (a collective call)."""
+    mine = position.to_dict()
+    if not distributed.is_initialized():
+        return [mine]
+    everyone: list[Any] = [None] * distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    return everyone
+
+
+def position_for_rank(saved: dict[str, Any] | None, env: distributed.DistEnv) -> Position:
+    """This rank's data position from a checkpoint; with another number of processes the
+    streams cannot continue exactly, so every rank starts the next epoch."""
+    if not saved:
+        return Position()
+    ranks = saved["ranks"]
+    if len(ranks) == env.world_size:
+        return Position.from_dict(ranks[env.rank])
+    epoch = max(r["epoch"] for r in ranks) + 1
+    if env.is_main:
+        print(
+            f"warning: the checkpoint was written by {len(ranks)} processes, this run has "
+            f"{env.world_size}; the data continues from the start of epoch {epoch}",
+            flush=True,
+        )
+    return Position(epoch=epoch)
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    prec: Precision,
+    vocab_size: int,
+    masking_ids: MaskingIds,
+) -> dict[str, float]:
+    """Masked-LM and next-sentence accuracy and loss on --eval_dir (--max_eval_steps
+    batches of --eval_batch_size per process), summed over all processes."""
+    shards = scan_shards(
+        args.eval_dir, args.max_seq_length, args.max_predictions_per_seq, not args.dynamic_masking
+    )
+    batches = PretrainingBatches(
+        shards,
+        args.eval_batch_size,
+        max_predictions=args.max_predictions_per_seq,
+        seed=args.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        dynamic_masking=args.dynamic_masking,
+        masking_ids=masking_ids,
+        vocab_size=vocab_size,
+        prefetch=False,
+    )
+    # mlm loss sum, mlm correct, mlm count, nsp loss sum, nsp correct, nsp count
+    totals = torch.zeros(6, dtype=torch.float64, device=env.device)
+    model.eval()
+    for _ in range(args.max_eval_steps):
+        batch = {k: v.to(env.device) for k, v in next(batches).items()}
+        with prec.autocast():
+            mlm_logits, nsp_logits = model(
+                batch["input_ids"],
+                batch["segment_ids"],
+                batch["input_mask"],
+                masked_lm_positions=batch["masked_lm_positions"],
+            )
+        labels = batch["masked_lm_ids"]
+        valid = (batch["masked_lm_positions"] != 0) & (labels != 0)
+        token_loss = F.cross_entropy(
+            mlm_logits.float().flatten(0, 1), labels.flatten(), reduction="none"
+        )
+        nsp_labels = batch["next_sentence_labels"]
+        totals += torch.stack(
+            [
+                (token_loss * valid.flatten()).sum(),
+                ((mlm_logits.argmax(-1) == labels) & valid).sum(),
+                valid.sum(),
+                F.cross_entropy(nsp_logits.float(), nsp_labels, reduction="sum"),
+                (nsp_logits.argmax(-1) == nsp_labels).sum(),
+                torch.tensor(len(nsp_labels), device=env.device),
+            ]
+        ).double()
+    batches.close()
+    model.train()
+    t = distributed.all_reduce_sum(totals).tolist()
+    return {
+        "masked_lm_accuracy": t[1] / max(t[2], 1),
+        "masked_lm_loss": t[0] / max(t[2], 1),
+        "next_sentence_accuracy": t[4] / max(t[5], 1),
+        "next_sentence_loss": t[3] / max(t[5], 1),
+    }
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        return train(args)
+    except (
+        PretrainingError,
+        ShardError,
+        CheckpointError,
+        ConfigError,
+        PrecisionError,
+        VocabError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def train(args: argparse.Namespace) -> int:
+    env = distributed.init_distributed(args.device)
+    prec = Precision.create(
+        resolve_precision(args, env.device), env.device, init_scale=args.init_loss_scale
+    )
+    phase = 2 if args.phase2 else 1
+    config, tokens = build_config(args)
+    masking_ids = MaskingIds()
+    if args.vocab_file is not None:
+        masking_ids = MaskingIds.from_vocab(load_vocab(args.vocab_file))
+    elif args.dynamic_masking and tokens <= masking_ids.mask:
+        raise PretrainingError(
+            "--dynamic_masking needs --vocab_file for the ids of [CLS], [SEP] and [MASK] "
+            "(without it they are BERT's uncased ids, beyond this vocabulary)"
+        )
+    # Every shard is checked before any GPU time is spent.
+    shards = scan_shards(
+        args.input_dir, args.max_seq_length, args.max_predictions_per_seq, not args.dynamic_masking
+    )
+    if args.eval_dir is not None:
+        scan_shards(
+            args.eval_dir,
+            args.max_seq_length,
+            args.max_predictions_per_seq,
+            not args.dynamic_masking,
+        )
+
+    distributed.seed_everything(args.seed)  # the same initial weights on every rank
+    model = BertForPreTraining(config).to(env.device)
+    optimizer = build_optimizer(model, args)
+    checkpointer = Checkpointer(args.output_dir, prefix="ckpt", keep_last=args.keep_checkpoints)
+
+    begin = starting_point(args, env, model, optimizer, checkpointer)
+    if begin.phase_over:
+        distributed.cleanup()
+        return 0
+    scheduler = build_schedule(optimizer, args)
+
+    position = Position()
+    phase1_end, step = begin.phase1_end, 0  # step: optimizer steps of this phase
+    if begin.resume is not None:
+        restore_training_state(
+            begin.resume,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            precision=prec,
+            source=f"checkpoint {begin.path}",
+        )
+        step = begin.resume["step"] - phase1_end
+        position = position_for_rank(begin.resume["data_position"], env)
+        if env.is_main:
+            print(f"resumed from {begin.path} at step {begin.resume['step']}", flush=True)
+        if step >= args.max_steps:
+            if env.is_main:
+                print(f"phase {phase} is complete: nothing to do", flush=True)
+                if not (args.output_dir / "pretrained").is_dir():  # a crash before the export
+                    export(model, args)
+            distributed.cleanup()
+            return 0
+    else:
+        distributed.seed_everything(args.seed, env.rank)  # dropout: one stream per rank
+
+    if env.is_main:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.output_dir / "bert_config.json", "w", encoding="utf-8") as f:
+            f.write(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    logger = Logger(args.json_summary or args.output_dir / "dllogger.json", stdout=False)
+    global_batch = args.train_batch_size * args.gradient_accumulation_steps * env.world_size
+    logger.log(
+        "PARAMETER",
+        {
+            **vars(args),
+            "phase": phase,
+            "world_size": env.world_size,
+            "precision": prec.mode,
+            "global_batch_size": global_batch,
+            "vocab_size": config.vocab_size,
+            "shards": len(shards),
+        },
+    )
+
+    batches = PretrainingBatches(
+        shards,
+        args.train_batch_size,
+        max_predictions=args.max_predictions_per_seq,
+        seed=args.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        position=position,
+        dynamic_masking=args.dynamic_masking,
+        masking_ids=masking_ids,
+        vocab_size=tokens,
+        pin_memory=env.device.type == "cuda",
+    )
+    forward_model = torch.compile(model) if args.compile else model
+    ddp_model = distributed.wrap_ddp(forward_model, env)
+
+    def save() -> None:
+        state = capture_training_state(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            precision=prec,
+            step=phase1_end + step,
+            data_position={"ranks": gather_positions(batches.position)},
+            extra={
+                "phase": phase,
+                "phase1_end_step": phase1_end,
+                "optimizer": args.optimizer,
+                "bert_config": config.to_dict(),
+                "max_seq_length": args.max_seq_length,
+            },
+        )
+        checkpointer.save(state, phase1_end + step)
+
+    accumulation = args.gradient_accumulation_steps
+    end = args.max_steps
+    if args.steps_this_run is not None:
+        end = min(end, step + args.steps_this_run)
+    guard = PreemptionGuard()
+    bar = progress(
+        total=args.max_steps,
+        initial=step,
+        desc=f"phase {phase}",
+        enabled=not args.disable_progress_bar,
+    )
+    meter = ThroughputMeter(warmup_steps=args.benchmark_warmup_steps, device=env.device)
+    latency = LatencyRecorder(warmup=args.benchmark_warmup_steps, device=env.device)
+    window = torch.zeros(3, device=env.device)  # loss, mlm_loss, nsp_loss summed over steps
+    window_steps, final_loss = 0, math.nan
+    last_saved, first_steps, stop = step, step, None
+    run_start = window_start = time.perf_counter()
+    startup_end = None  # after the first step (compilation, allocator and data warm-up)
+    ddp_model.train()
+    while step < end and stop is None:
+        step_start = time.perf_counter()
+        if args.benchmark:
+            meter.start()
+        for micro in range(accumulation):
+            batch = {k: v.to(env.device, non_blocking=True) for k, v in next(batches).items()}
+            with distributed.no_sync(ddp_model, enabled=micro < accumulation - 1):
+                with prec.autocast():
+                    mlm_logits, nsp_logits = ddp_model(
+                        batch["input_ids"],
+                        batch["segment_ids"],
+                        batch["input_mask"],
+                        masked_lm_positions=batch["masked_lm_positions"],
+                    )
+                loss, mlm, nsp = pretraining_loss(
+                    mlm_logits,
+                    nsp_logits,
+                    batch["masked_lm_positions"],
+                    batch["masked_lm_ids"],
+                    batch["next_sentence_labels"],
+                )
+                prec.backward(loss / accumulation)
+            window += torch.stack([loss.detach(), mlm, nsp]) / accumulation
+        prec.unscale_(optimizer)
+        if args.optimizer == "adam" and args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        prec.step(optimizer)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_steps += 1
+        bar.update(1)
+        if args.benchmark:
+            meter.update(global_batch)
+            latency.add(time.perf_counter() - step_start)
+        if startup_end is None:
+            if env.device.type == "cuda":
+                torch.cuda.synchronize(env.device)
+            startup_end = time.perf_counter()
+        if guard.should_stop():
+            stop = "signal"
+        if step % args.log_freq == 0 or step == end or stop:
+            means = (distributed.all_reduce_mean(window) / window_steps).tolist()
+            final_loss = means[0]
+            seconds = time.perf_counter() - window_start
+            values = {
+                "loss": means[0],
+                "mlm_loss": means[1],
+                "nsp_loss": means[2],
+                "learning_rate": lr,
+                "sequences/s": window_steps * global_batch / seconds,
+            }
+            if prec.scaler:
+                values.update(loss_scale=prec.loss_scale, skipped_steps=prec.skipped_steps)
+            logger.log((batches.position.epoch, phase1_end + step), values)
+            if env.is_main:
+                print(
+                    f"step {phase1_end + step} | loss {means[0]:.4f} | mlm_loss {means[1]:.4f} | "
+                    f"nsp_loss {means[2]:.4f} | lr {lr:.3e} | "
+                    f"{values['sequences/s']:.1f} sequences/s",
+                    flush=True,
+                )
+            window.zero_()
+            window_steps, window_start = 0, time.perf_counter()
+        if not args.skip_checkpoint and (step % args.num_steps_per_checkpoint == 0 or stop):
+            save()
+            last_saved = step
+    run_end = time.perf_counter()
+    bar.close()
+    guard.close()
+    batches.close()
+    if not args.skip_checkpoint and last_saved != step:
+        save()  # the end of a run is always resumable
+
+    steps_run = step - first_steps
+    sequences = steps_run * global_batch
+    e2e_time = run_end - run_start
+    raw_time = run_end - startup_end if startup_end is not None else 0.0
+    throughput = (steps_run - 1) * global_batch / raw_time if steps_run > 1 and raw_time else 0.0
+    summary: dict[str, Any] = {
+        "e2e_train_time": e2e_time,
+        "raw_train_time": raw_time,
+        "training_sequences_per_second": throughput,
+        "sequences_processed": sequences,
+        "final_loss": final_loss,
+        "step": phase1_end + step,
+    }
+    if env.is_main:
+        print(
+            f"0 Total Training Time = {e2e_time:.2f} Training Time W/O start up overhead = "
+            f"{raw_time:.2f} Sentences processed = {sequences}\n"
+            f"0 Training Performance = {throughput:.4f} sentences/sec\n"
+            f"0 Final Loss = {final_loss:.4f}",
+            flush=True,
+        )
+    finished = step >= args.max_steps
+    if finished and args.eval_dir is not None and stop is None:
+        results = evaluate(model, args, env, prec, tokens, masking_ids)
+        summary.update(results)
+        if env.is_main:
+            print(" ".join(f"{k} = {v:.4f}" for k, v in results.items()), flush=True)
+    if args.benchmark:
+        report_benchmark(args, env, meter, latency, global_batch, logger)
+    logger.log((), summary)
+    logger.close()
+    if finished and not args.skip_checkpoint and env.is_main:
+        export(model, args)
+    if stop == "signal" and env.is_main:
+        print(
+            f"stopped by a signal at step {phase1_end + step}; rerun with "
+            "--resume_from_checkpoint to continue",
+            flush=True,
+        )
+    distributed.cleanup()
+    return 0
+
+
+def export(model: BertForPreTraining, args: argparse.Namespace) -> None:
+    """The model in Hugging Face format for fine-tuning: OUTPUT_DIR/pretrained."""
+    out = model.save_pretrained(args.output_dir / "pretrained", vocab_file=args.vocab_file)
+    print(f"saved the pre-trained model to {out}", flush=True)
+
+
+def report_benchmark(
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    meter: ThroughputMeter,
+    latency: LatencyRecorder,
+    global_batch: int,
+    logger: Logger,
+) -> None:
+    """Sequences/s (all processes) and step latency percentiles, warm-up excluded."""
+    if not latency.latencies:
+        raise PretrainingError(
+            f"--benchmark timed no steps: run more than --benchmark_warmup_steps "
+            f"({args.benchmark_warmup_steps}) steps"
+        )
+    results = {
+        "sequences/s": meter.throughput,
+        "global_batch_size": global_batch,
+        "max_seq_length": args.max_seq_length,
+        "processes": env.world_size,
+        **{f"step_{k}": v for k, v in latency.summary().items() if k != "count"},
+        "timed_steps": meter.steps,
+    }
+    log_results(logger, results)
+    if env.is_main:
+        print(markdown_table([to_milliseconds(results, ("step_",))]), flush=True)
+        write_json(args.output_dir / "benchmark.json", results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
