@@ -48,7 +48,7 @@ from common import distributed
 from common.benchmark import LatencyRecorder, ThroughputMeter
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.logging import Logger, progress
-from common.precision import PRECISIONS, Precision
+from common.precision import PRECISIONS, Precision, full_precision_mode
 from common.preemption import PreemptionGuard
 from common.schedules import ScheduledLR, build_scheduler
 
@@ -140,11 +140,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
 def resolve_precision(args: argparse.Namespace, device: torch.device) -> str:
     if args.fp16 or args.amp:
         return "fp16"
-    if args.precision:
-        return args.precision
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
-        return "tf32"
-    return "fp32"
+    return args.precision or full_precision_mode(device)
 
 
 # --------------------------------------------------------------------------------- model

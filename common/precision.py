@@ -64,6 +64,15 @@ def set_matmul_precision(mode: str, device: torch.device) -> None:
     torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
 
 
+def full_precision_mode(device: torch.device | str) -> str:
+    """The recipes' default without mixed precision: TF32 on GPUs that have it (compute
+    capability 8.0 and newer), fp32 elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return "tf32"
+    return "fp32"
+
+
 @dataclass
 class LossScaler:
     """Dynamic loss scaling for fp16 with skipped-step accounting.

@@ -28,13 +28,11 @@ import argparse
 import contextlib
 import functools
 import glob
-import itertools
 import logging
-import multiprocessing
 import os
 import shutil
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from subword_nmt.learn_bpe import learn_bpe
 
 from common.atomic import atomic_write
 from common.logging import progress
+from common.parallel import map_chunks
 from gnmt.data import DataError
 
 log = logging.getLogger(__name__)
@@ -169,50 +168,6 @@ def write_lines(path: Path, lines: Iterable[str]) -> int:
     return count
 
 
-# --- work in parallel over chunks of lines -----------------------------------------------
-
-_worker_fn: Callable[[list[str]], Any] | None = None
-
-
-def _init_worker(make_fn: Callable[[], Callable[[list[str]], Any]]) -> None:
-    global _worker_fn
-    _worker_fn = make_fn()
-
-
-def _run_worker(chunk: list[str]) -> Any:
-    return _worker_fn(chunk)
-
-
-def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    it = iter(lines)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
-def map_chunks(
-    make_fn: Callable[[], Callable[[list[str]], Any]], lines: Iterable[str], workers: int
-) -> Iterator[Any]:
-    """`fn(chunk)` for consecutive chunks of `lines`, in input order, `fn = make_fn()`.
-
-    With `workers > 1` the chunks go to that many processes, each building its own `fn`
-    once (a tokenizer or BPE model is costly to build and to send); `make_fn` must be
-    picklable (a module-level function or a partial of one). At most 2 * workers chunks
-    are in flight, so memory stays bounded on multi-GB files.
-    """
-    chunks = _chunks(lines, CHUNK_LINES)
-    if workers <= 1:
-        yield from map(make_fn(), chunks)
-        return
-    with multiprocessing.Pool(workers, _init_worker, (make_fn,)) as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(_run_worker, (chunk,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
 def _moses_fn(lang: str) -> Callable[[list[str]], list[str]]:
     moses = MosesTokenizer(lang=lang)
     return lambda lines: [moses.tokenize(line, return_str=True) for line in lines]
@@ -233,7 +188,7 @@ def _map_lines(make_fn: Callable, inputs: list[Path], output: Path, workers: int
     with progress(desc=output.name, unit=" lines", unit_scale=True) as bar:
 
         def lines() -> Iterator[str]:
-            for chunk in map_chunks(make_fn, read_lines(inputs), workers):
+            for chunk in map_chunks(make_fn, read_lines(inputs), workers, CHUNK_LINES):
                 bar.update(len(chunk))
                 yield from chunk
 
@@ -244,7 +199,7 @@ def _map_lines(make_fn: Callable, inputs: list[Path], output: Path, workers: int
 def count_words(paths: list[Path], workers: int) -> Counter:
     """Occurrences of each space-separated word (or BPE piece) in the files."""
     total: Counter = Counter()
-    for counts in map_chunks(_count_fn, read_lines(paths), workers):
+    for counts in map_chunks(_count_fn, read_lines(paths), workers, CHUNK_LINES):
         total.update(counts)
     return total
 

@@ -19,7 +19,7 @@ from sacremoses import MosesTokenizer
 from common.download import ChecksumError, read_manifest
 from gnmt import prepare_data, wmt16
 from gnmt.data import DataError
-from gnmt.prepare_data import CleanStats, clean_pairs, map_chunks, prepare
+from gnmt.prepare_data import CleanStats, clean_pairs, prepare
 from gnmt.tokenizer import UNK, Tokenizer, read_vocab
 from gnmt.toy_data import sentence_pair
 from gnmt.wmt16 import sgm_segments
@@ -108,21 +108,6 @@ def test_sgm_to_text_writes_one_line_per_seg(tmp_path):
     sgm.write_text(SGM, encoding="utf-8")
     assert wmt16.sgm_to_text(sgm, tmp_path / "x.en") == 3
     assert lines_of(tmp_path / "x.en")[1:] == ["Two lines", ""]
-
-
-# --- parallel work --------------------------------------------------------------------------
-
-
-def _upper_fn():
-    return lambda lines: [line.upper() for line in lines]
-
-
-def test_map_chunks_keeps_input_order_across_worker_processes(monkeypatch):
-    monkeypatch.setattr(prepare_data, "CHUNK_LINES", 3)
-    lines = [f"line {i}" for i in range(40)]
-    chunks = list(map_chunks(_upper_fn, lines, workers=2))
-    assert [len(c) for c in chunks] == [3] * 13 + [1]
-    assert sum(chunks, []) == [f"LINE {i}" for i in range(40)]
 
 
 # --- bad input -------------------------------------------------------------------------------

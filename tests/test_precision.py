@@ -104,3 +104,9 @@ def test_tf32_matches_capability():
     else:
         with pytest.raises(PrecisionError, match="Ampere"):
             Precision.create("tf32", "cuda")
+
+
+def test_full_precision_mode_is_fp32_on_the_cpu():
+    from common.precision import full_precision_mode
+
+    assert full_precision_mode("cpu") == "fp32"

@@ -32,7 +32,7 @@ from common.benchmark import LatencyRecorder, percentiles, write_json
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
-from common.precision import PRECISIONS, Precision
+from common.precision import PRECISIONS, Precision, full_precision_mode
 from transformer_xl import data
 from transformer_xl.model import MemTransformerLM, load_checkpoint
 
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    cuda_tf32 = env.device.type == "cuda" and torch.cuda.get_device_capability(env.device)[0] >= 8
-    prec = Precision.create(args.precision or ("tf32" if cuda_tf32 else "fp32"), env.device)
+    prec = Precision.create(args.precision or full_precision_mode(env.device), env.device)
     distributed.seed_everything(args.seed)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(args.work_dir / args.dllog_file, all_ranks=args.log_all_ranks, stdout=False)

@@ -39,7 +39,7 @@ from common.checkpoint import (
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
 from common.optim import LAMB
-from common.precision import PRECISIONS, Precision
+from common.precision import PRECISIONS, Precision, full_precision_mode
 from common.preemption import PreemptionGuard
 from common.schedules import ScheduledLR, build_scheduler
 from transformer_xl import data
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(args.precision or default_precision(env.device), env.device)
+    prec = Precision.create(args.precision or full_precision_mode(env.device), env.device)
     if args.local_batch_size:
         args.batch_size = args.local_batch_size * env.world_size
     if args.batch_size % (env.world_size * args.batch_chunk):
@@ -587,13 +587,6 @@ def quality(dataset: str, loss: float, prefix: str = "") -> str:
     if dataset in CHAR_LEVEL:
         return f"{name}bpc {loss / math.log(2):9.5f}"
     return f"{name}ppl {math.exp(min(loss, 50)):9.3f}"
-
-
-def default_precision(device: torch.device) -> str:
-    """TF32 where the GPU has it, else fp32: the recipe's non-AMP default."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
-        return "tf32"
-    return "fp32"
 
 
 def open_text_log(path: Path, env: distributed.DistEnv):
