@@ -27,9 +27,15 @@ from common.logging import read_dllogger
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(args: list[str], log: Path) -> None:
-    """Run `python ARGS` from the repo root, output to `log`; fail loudly with its tail."""
+def run(args: list[str], log: Path, threads: int | None = None) -> None:
+    """Run `python ARGS` from the repo root, output to `log`; fail loudly with its tail.
+
+    `threads` sets OMP_NUM_THREADS: the tiny BERTs run faster on one thread than on two
+    that contend for the two cores.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     with open(log, "w") as f:
         proc = subprocess.run(
             [sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT
@@ -219,10 +225,79 @@ def transformer_xl(out: Path) -> str:
     )
 
 
+def squad_f1(out: Path, data: Path, checkpoint: Path, log: Path) -> float:
+    """Fine-tune `checkpoint` on the generated SQuAD-format data with run_squad.py; dev F1."""
+    run(
+        [
+            "-m", "bert.run_squad", "--init_checkpoint", str(checkpoint), "--do_train",
+            "--train_file", str(data / "train-v1.1.json"), "--do_eval", "--predict_file",
+            str(data / "dev-v1.1.json"), "--max_seq_length", "128", "--doc_stride", "64",
+            "--train_batch_size", "16", "--learning_rate", "2e-3", "--num_train_epochs", "3",
+            "--predict_batch_size", "64", "--log_freq", "100", "--output_dir", str(out),
+        ],
+        log,
+        threads=1,
+    )  # fmt: skip
+    return final_metrics(out / "dllogger.json")["f1"]
+
+
+def bert(out: Path) -> str:
+    """BERT fine-tuning: a tiny BERT on generated SQuAD-format questions."""
+    data = out / "data"
+    run(["-m", "bert.toy_squad", "--out_dir", str(data)], out / "toy_squad.log", threads=1)
+    f1 = squad_f1(out / "run", data, data / "tiny_bert", out / "run_squad.log")
+    return f"SQuAD-format dev F1 {f1:.1f} (tiny random-init BERT, generated questions)"
+
+
+def bert_pretraining(out: Path) -> str:
+    """BERT pre-training: generated dump -> HDF5 shards -> LAMB -> fine-tuned on SQuAD data."""
+    toy, prepared = out / "toy", out / "data"
+    run(
+        ["-m", "bert.data.toy_corpus", "--out-dir", str(toy), "--articles", "200", "--books", "2"],
+        out / "toy_corpus.log",
+    )
+    run(
+        [
+            "-m", "bert.data.prepare", "all", "--data-dir", str(prepared), "--dump",
+            str(toy / "enwiki-toy-pages-articles.xml.bz2"), "--bookcorpus", str(toy / "books"),
+            "--vocab-file", str(toy / "vocab.txt"), "--num-shards", "4", "--eval-fraction",
+            "0.1", "--max-seq-length", "64", "--max-predictions", "10", "--punkt", "train",
+            "--workers", "2",
+        ],
+        out / "prepare.log",
+    )  # fmt: skip
+    shards = prepared / (
+        "hdf5_lower_case_1_seq_len_64_max_pred_10_masked_lm_prob_0.15_random_seed_12345_"
+        "dupe_factor_5"
+    )
+    run(
+        [
+            "-m", "bert.run_pretraining", "--setup", "cpu_demo", "--vocab_file",
+            str(toy / "vocab.txt"), "--input_dir", str(shards / "training"), "--eval_dir",
+            str(shards / "eval"), "--output_dir", str(out / "pretraining"),
+        ],
+        out / "pretraining.log",
+        threads=1,
+    )  # fmt: skip
+    records = read_dllogger(out / "pretraining" / "dllogger.json")
+    mlm = [r["data"]["mlm_loss"] for r in records if "mlm_loss" in r.get("data", {})]
+    squad = out / "squad"
+    run(["-m", "bert.toy_squad", "--out_dir", str(squad)], out / "toy_squad.log", threads=1)
+    f1 = squad_f1(
+        out / "finetune", squad, out / "pretraining" / "pretrained", out / "run_squad.log"
+    )
+    return (
+        f"MLM loss {mlm[0]:.2f} -> {mlm[-1]:.2f} in {len(mlm)} logs (generated dump); "
+        f"its checkpoint fine-tuned by run_squad.py: dev F1 {f1:.1f}"
+    )
+
+
 PARTS: dict[str, Callable[[Path], str]] = {
     "toolkit": toolkit,
     "gnmt": gnmt,
     "transformer_xl": transformer_xl,
+    "bert": bert,
+    "bert_pretraining": bert_pretraining,
 }
 
 
