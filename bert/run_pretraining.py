@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         PrecisionError,
         VocabError,
+        OSError,  # a full disk, an unreadable file: one line, not a traceback
     ) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -10,6 +10,7 @@
 """
 
 import errno
+import json
 import os
 import random
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bert.pretraining_data import synthetic_shards, synthetic_vocab
 from common import distributed
 from common.checkpoint import load_checkpoint
 from gnmt import prepare_data, toy_data
@@ -77,7 +79,34 @@ class TransformerXL(Recipe):
         return root / "corpus"
 
 
+class BertPretraining(Recipe):
+    def args(self, data, out, save_every, steps):
+        return [
+            "--input_dir", str(data / "phase1"), "--output_dir", str(out), "--config_file",
+            str(data / "tiny.json"), "--vocab_file", str(data / "vocab.txt"),
+            "--max_seq_length", "32", "--max_predictions_per_seq", "5", "--train_batch_size",
+            "8", "--learning_rate", "0.05", "--warmup_proportion", "0.1", "--max_steps",
+            str(steps), "--decay_steps", "400", "--log_freq", "5", "--num_steps_per_checkpoint",
+            str(save_every), "--keep_checkpoints", "2", "--resume_from_checkpoint",
+            "--device", "cpu", "--precision", "fp32", "--disable_progress_bar",
+            "--setup_file", "",
+        ]  # fmt: skip
+
+    @staticmethod
+    def prepare(root: Path) -> Path:
+        synthetic_shards(root / "phase1", num_shards=3, samples_per_shard=96, seq_length=32,
+                         max_predictions=5, vocab_size=64)  # fmt: skip
+        (root / "vocab.txt").write_text("\n".join(synthetic_vocab(64)) + "\n")
+        config = {
+            "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+        }  # fmt: skip
+        (root / "tiny.json").write_text(json.dumps(config))
+        return root
+
+
 RECIPES = {
+    "bert_pretraining": BertPretraining("bert.run_pretraining", "ckpt_last.pt"),
     "gnmt": GNMT("gnmt.train", "model_last.pth"),
     "transformer_xl": TransformerXL("transformer_xl.train", "checkpoint_last.pt"),
 }
