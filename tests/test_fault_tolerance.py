@@ -236,3 +236,62 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(recipe, sm
     assert err.startswith("error: ") and "No space left on device" in err, err
     assert "Traceback" not in err
     assert load_checkpoint(out / r.last)["step"] >= 2
+
+
+def test_sigterm_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(recipe, tmp_path):
+    """What SLURM sends before pre-emption or the time limit: the step finishes, a
+    checkpoint is written, the process exits with 0; run again, it continues exactly."""
+    r, data = recipe
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    # Checkpoints only at the end or on the signal: the one SIGTERM writes is the one used.
+    assert launch(["-m", r.module, *r.args(data, straight, 1000, 60)],
+                  stdout=subprocess.DEVNULL).wait(timeout=300) == 0  # fmt: skip
+    proc = launch(["-m", r.module, *r.args(data, stopped, 1000, 60)], stdout=subprocess.PIPE,
+                  stderr=subprocess.STDOUT)  # fmt: skip
+    lines = []
+    while not any("loss" in line for line in lines):  # the first progress line
+        line = proc.stdout.readline().decode()
+        assert line, "".join(lines)
+        lines.append(line)
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(lines) + proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    assert "received SIGTERM" in out
+    step = load_checkpoint(stopped / r.last)["step"]
+    assert 0 < step < 60, out
+    assert launch(["-m", r.module, *r.args(data, stopped, 1000, 60)],
+                  stdout=subprocess.DEVNULL).wait(timeout=300) == 0  # fmt: skip
+    assert_same(straight / r.last, stopped / r.last)
+
+
+KILL_DURING_SAVE = """
+import sys, time, torch
+from common.checkpoint import Checkpointer, capture_training_state
+ckpt = Checkpointer(sys.argv[1], keep_last=2)
+model = torch.nn.Linear(2, 2)
+torch.nn.init.ones_(model.weight)
+ckpt.save(capture_training_state(model=model, step=1), 1)
+real_save = torch.save
+def slow_save(obj, f, *a, **k):
+    f.write(b"PK\\x03\\x04 half of a checkpoint")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+torch.save = slow_save
+torch.nn.init.zeros_(model.weight)
+ckpt.save(capture_training_state(model=model, step=2), 2)
+"""
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one(tmp_path):
+    proc = launch(["-c", KILL_DURING_SAVE, str(tmp_path)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().decode().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from common.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(tmp_path, keep_last=2)
+    assert ckpt.latest() == tmp_path / "checkpoint_last.pt"
+    state = load_checkpoint(ckpt.latest())
+    assert state["step"] == 1 and torch.equal(state["model"]["weight"], torch.ones(2, 2))
+    assert not (tmp_path / "checkpoint_step00000002.pt").exists()  # never at a final name
