@@ -42,9 +42,7 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import shutil
-import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -56,7 +54,7 @@ from torch import nn
 
 from bert.tokenization import FullTokenizer, load_vocab
 from common.atomic import atomic_write, replace_durably, temp_path
-from common.checkpoint import CheckpointError, strip_prefixes
+from common.checkpoint import CheckpointError, read_torch_file, strip_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -697,25 +695,17 @@ def _read_state_dict(path: Path, weights_only: bool) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error type for damaged files
             raise CheckpointError(f"{path} is truncated or not a safetensors file: {exc}") from exc
-    with open(path, "rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"
-    # The zip directory sits at the end of the file: gone if the copy was cut short.
-    # (Files without the zip header may be torch's legacy format, as older HF ones.)
-    if zipped and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"checkpoint {path} is truncated (its archive directory is missing)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{path} pickles objects beyond tensors and plain data ({reason}); if you trust "
-            "the file, load it with weights_only=False"
-        ) from exc
-    except Exception as exc:  # torch raises many types for damaged or foreign files
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path} is truncated, corrupt or not a torch checkpoint ({type(exc).__name__}: {detail})"
-        ) from exc
+    if weights_only:
+        # Files without the zip header may be torch's legacy format, as older HF ones.
+        state = read_torch_file(
+            path,
+            kind="BERT checkpoint to load safely",
+            allowed="tensors and plain data; if you trust the file, load it with "
+            "weights_only=False",
+            require_archive=False,
+        )
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not state:

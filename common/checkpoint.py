@@ -27,6 +27,7 @@ import random
 import re
 import shutil
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,34 +75,56 @@ def _link_atomic(src: Path, dst: Path) -> None:
         raise CheckpointError(f"could not write checkpoint {dst}: {exc.strerror or exc}") from exc
 
 
-def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Load and validate one of our checkpoints; clear errors for anything else."""
+def _unpickling_reason(exc: Exception) -> str:
+    """The one useful sentence of torch's long weights_only error."""
+    match = re.search(r"WeightsUnpickler error: (.*?\.)(?: |$)", str(exc), re.MULTILINE)
+    return match.group(1) if match else str(exc).strip().splitlines()[-1]
+
+
+def read_torch_file(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    safe_globals: Sequence[Any] = (),
+    kind: str = "checkpoint of this project",
+    allowed: str = "tensors and plain data",
+    require_archive: bool = True,
+) -> Any:
+    """`torch.load(weights_only=True)` of a file, with `safe_globals` allowed; a
+    CheckpointError naming the file for a missing, empty, truncated, corrupt or
+    foreign one. `require_archive=False` also accepts torch's legacy (non-zip) format,
+    as older published checkpoints use."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":
-        raise CheckpointError(
-            f"{path} is not a checkpoint of this project (not a torch.save archive)"
-        )
-    if not zipfile.is_zipfile(path):  # the zip directory sits at the end: gone if cut short
+        zipped = f.read(4) == b"PK\x03\x04"
+    if require_archive and not zipped:
+        raise CheckpointError(f"{path} is not a {kind} (not a torch.save archive)")
+    if zipped and not zipfile.is_zipfile(path):  # the zip directory sits at the end
         raise CheckpointError(f"checkpoint {path} is truncated (its archive directory is missing)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path} is not a checkpoint of this project (it holds objects beyond "
-            f"tensors and plain data): {str(exc).splitlines()[0]}"
+            f"{path} is not a {kind} (it holds objects beyond {allowed}): {_unpickling_reason(exc)}"
         ) from exc
-    except Exception as exc:  # torch raises many types for damaged archives
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(
-            f"checkpoint {path} is corrupt: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            f"{path} is truncated, corrupt or not a torch checkpoint "
+            f"({type(exc).__name__}: {detail})"
         ) from exc
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load and validate one of our checkpoints; clear errors for anything else."""
+    state = read_torch_file(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a checkpoint of this project (top level: {keys})")

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from common.checkpoint import FORMAT, CheckpointError, strip_prefixes
+from common.checkpoint import FORMAT, CheckpointError, read_torch_file, strip_prefixes
 from gnmt.tokenizer import PAD, Tokenizer, TokenizerError
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer (h, c), each [1, B, H]
@@ -323,36 +321,16 @@ def _nvidia_safe_globals() -> list[Any]:
     ]
 
 
-def _unpickling_reason(exc: Exception) -> str:
-    """The one useful sentence of torch's long weights_only error."""
-    match = re.search(r"WeightsUnpickler error: (.*?\.)(?: |$)", str(exc), re.MULTILINE)
-    return match.group(1) if match else str(exc).strip().splitlines()[-1]
-
-
 def _load_any(path: Path, map_location: Any) -> dict[str, Any]:
     """Our checkpoint or NVIDIA's `model_best.pth` as a dict; clear errors otherwise."""
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    with open(path, "rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"
-    # The zip directory sits at the end of the file: gone if the copy was cut short.
-    # (Files without the zip header may be torch's legacy format, as older NVIDIA ones.)
-    if zipped and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"checkpoint {path} is truncated (its archive directory is missing)")
-    try:
-        with torch.serialization.safe_globals(_nvidia_safe_globals()):
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} is not a GNMT checkpoint (it holds objects beyond tensors, plain data "
-            f"and NVIDIA's tokenizer): {_unpickling_reason(exc)}"
-        ) from exc
-    except Exception as exc:  # torch raises many types for damaged or foreign files
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path} is truncated, corrupt or not a torch checkpoint "
-            f"({type(exc).__name__}: {detail})"
-        ) from exc
+    state = read_torch_file(
+        path,
+        map_location,
+        safe_globals=_nvidia_safe_globals(),
+        kind="GNMT checkpoint",
+        allowed="tensors, plain data and NVIDIA's tokenizer",
+        require_archive=False,  # older NVIDIA files use torch's legacy format
+    )
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a GNMT checkpoint (holds a {type(state).__name__})")
     return state

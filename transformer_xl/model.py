@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import FORMAT, VERSION, CheckpointError, strip_prefixes
+from common.checkpoint import FORMAT, VERSION, CheckpointError, read_torch_file, strip_prefixes
 from transformer_xl.adaptive import AdaptiveEmbedding, ProjectedAdaptiveLogSoftmax
 
 Mems = list[torch.Tensor]  # one [M, B, d_model] tensor per layer
@@ -443,37 +441,16 @@ def _nvidia_safe_globals() -> list[Any]:
     ]
 
 
-def _unpickling_reason(exc: Exception) -> str:
-    """The one useful sentence of torch's long weights_only error."""
-    match = re.search(r"WeightsUnpickler error: (.*?\.)(?: |$)", str(exc), re.MULTILINE)
-    return match.group(1) if match else str(exc).strip().splitlines()[-1]
-
-
 def _read(path: Path, map_location: Any) -> dict[str, Any]:
-    """The checkpoint file as a dict; CheckpointError for anything unreadable."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    with open(path, "rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"
-    # The zip directory sits at the end of the file: gone if the copy was cut short.
-    if zipped and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"checkpoint {path} is truncated (its archive directory is missing)")
-    try:
-        with torch.serialization.safe_globals(_nvidia_safe_globals()):
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} is not a Transformer-XL checkpoint (it holds objects beyond tensors, "
-            f"plain data and NVIDIA's vocabulary): {_unpickling_reason(exc)}"
-        ) from exc
-    except Exception as exc:  # torch raises many types for damaged or foreign files
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path} is truncated, corrupt or not a torch checkpoint "
-            f"({type(exc).__name__}: {detail})"
-        ) from exc
+    """The checkpoint file (ours or NVIDIA's) as a dict; CheckpointError otherwise."""
+    state = read_torch_file(
+        path,
+        map_location,
+        safe_globals=_nvidia_safe_globals(),
+        kind="Transformer-XL checkpoint",
+        allowed="tensors, plain data and NVIDIA's vocabulary",
+        require_archive=False,
+    )
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a Transformer-XL checkpoint ({type(state).__name__})")
     return state
