@@ -6,10 +6,7 @@ import hashlib
 import io
 import json
 import subprocess
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from bert import download as bd
 from common.download import read_manifest
+from tests.file_server import serve_files
 from tests.helpers import ROOT, clean_env
 
 # --- fake files ----------------------------------------------------------------------------
@@ -92,33 +90,10 @@ FILES = {
 }
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep the test output clean
-        pass
-
-    def do_GET(self):
-        self.server.state.requests.append(self.path)
-        body = self.server.state.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.state = SimpleNamespace(requests=[], files=dict(FILES))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    host, port = httpd.server_address
-    yield SimpleNamespace(url=f"http://{host}:{port}", state=httpd.state)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_files(FILES) as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,6 @@ import random
 import shutil
 import subprocess
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +21,7 @@ from gnmt.prepare_data import CleanStats, clean_pairs, prepare
 from gnmt.tokenizer import UNK, Tokenizer, read_vocab
 from gnmt.toy_data import sentence_pair
 from gnmt.wmt16 import sgm_segments
+from tests.file_server import serve_files
 from tests.helpers import ROOT, clean_env
 
 
@@ -181,34 +180,11 @@ def test_a_lone_carriage_return_does_not_split_a_line(corpus):
 # --- downloads: checksum manifest -----------------------------------------------------------
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep the test output clean
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture(scope="module")
 def server():
     """Serves `files` (URL path -> bytes) and records the paths asked for in `requests`."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.requests = {}, []
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    host, port = httpd.server_address
-    yield SimpleNamespace(url=f"http://{host}:{port}", files=httpd.files, requests=httpd.requests)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_files() as srv:
+        yield srv
 
 
 def tgz(members: dict[str, str]) -> bytes:

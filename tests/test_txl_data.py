@@ -6,16 +6,14 @@ import io
 import json
 import subprocess
 import tarfile
-import threading
 import zipfile
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tests.file_server import serve_files
 from tests.helpers import ROOT, clean_env
 from transformer_xl import data, getdata
 from transformer_xl.data import (
@@ -568,33 +566,10 @@ def archives():
     }
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-    def do_GET(self):
-        self.server.state.requests.append(self.path)
-        body = self.server.state.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.state = SimpleNamespace(requests=[], files=archives())
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    host, port = httpd.server_address
-    yield SimpleNamespace(url=f"http://{host}:{port}", state=httpd.state)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_files(archives()) as srv:
+        yield srv
 
 
 def getdata_args(server, data_dir, *datasets):
