@@ -56,6 +56,7 @@ from common.download import (
     download,
     download_recorded,
     extract,
+    name_url,
     read_manifest,
 )
 
@@ -393,15 +394,6 @@ def weights(
 # --- command line --------------------------------------------------------------------------
 
 
-def _override(text: str) -> tuple[str, str]:
-    name, sep, url = text.partition("=")
-    if not sep or name not in SOURCES or not url:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=URL with NAME one of {', '.join(SOURCES)}, got {text!r}"
-        )
-    return name, url
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -435,7 +427,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--revision", default="main", help="Hub revision (branch, tag or commit)")
     p.add_argument(
         "--base-url-override",
-        type=_override,
+        type=name_url(SOURCES),
         action="append",
         default=[],
         metavar="NAME=URL",

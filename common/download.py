@@ -27,6 +27,7 @@ Members that would land outside `dest_dir` are refused before anything is writte
 
 from __future__ import annotations
 
+import argparse
 import bz2
 import functools
 import gzip
@@ -44,7 +45,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,21 @@ _CORRUPT_ERRORS = (
 )
 # Python >= 3.10.12 / 3.11.4 can also vet links, device files and permission bits.
 _TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def name_url(names: Iterable[str]) -> Callable[[str], tuple[str, str]]:
+    """An argparse `type` for NAME=URL flags (a mirror for one of `names`)."""
+    known = list(names)
+
+    def parse(text: str) -> tuple[str, str]:
+        name, sep, url = text.partition("=")
+        if not sep or name not in known or not url:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=URL with NAME one of {', '.join(known)}, got {text!r}"
+            )
+        return name, url
+
+    return parse
 
 
 MANIFEST = "sha256.json"

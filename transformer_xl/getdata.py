@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from common.atomic import atomic_write, replace_durably
-from common.download import DownloadError, ExtractError, download_recorded, extract
+from common.download import DownloadError, ExtractError, download_recorded, extract, name_url
 
 log = logging.getLogger(__name__)
 
@@ -278,15 +278,6 @@ def prepare(
 # --- command line ------------------------------------------------------------------------
 
 
-def _override(text: str) -> tuple[str, str]:
-    name, sep, url = text.partition("=")
-    if not sep or name not in DATASETS or not url:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=URL with NAME one of {', '.join(DATASETS)}, got {text!r}"
-        )
-    return name, url
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -297,7 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--base-url-override",
-        type=_override,
+        type=name_url(DATASETS),
         action="append",
         default=[],
         metavar="NAME=URL",
