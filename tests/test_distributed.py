@@ -132,6 +132,34 @@ def test_two_gloo_processes_under_torchrun_give_single_process_gradients(tmp_pat
 
 
 @pytest.mark.slow
+def test_two_torchrun_nodes_with_c10d_rendezvous_give_single_process_gradients(tmp_path):
+    """Multi-node launch, two "nodes" on this machine: one torchrun per node, meeting
+    through the c10d rendezvous as on a cluster."""
+    run_python(["-m", "tests.ddp_grad_worker", tmp_path])
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                "--nproc_per_node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                endpoint, "--rdzv-id", "two-nodes", "-m", "tests.ddp_grad_worker",
+                str(tmp_path),
+            ],
+            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    for node in nodes:
+        out = node.communicate(timeout=300)[0].decode()
+        assert node.returncode == 0, out
+    single = load_grads(tmp_path, 0, 1)
+    for rank in (0, 1):
+        assert_same_gradients(load_grads(tmp_path, rank, 2), single)
+        info = json.loads((tmp_path / f"info_rank{rank}_of2.json").read_text())
+        assert info["launcher"] == "torchrun"
+
+
+@pytest.mark.slow
 def test_two_processes_from_srun_variables_give_single_process_gradients(tmp_path):
     run_python(["-m", "tests.ddp_grad_worker", tmp_path])
     port = str(free_port())
