@@ -45,3 +45,40 @@ set_model_args() {
 set_global_lr() {
   global_lr=$(awk -v lr="$1" -v n="$2" 'BEGIN { printf "%g", lr * n }')
 }
+
+# --- pre-training (run_pretraining_lamb.sh, run_pretraining_adam.sh) ----------------------
+
+# The shard folders `python -m bert.data.prepare all` writes for the two phases.
+DATADIR_PHASE1=${DATADIR_PHASE1:-data/bert/hdf5_lower_case_1_seq_len_128_max_pred_20_masked_lm_prob_0.15_random_seed_12345_dupe_factor_5/training}
+DATADIR_PHASE2=${DATADIR_PHASE2:-data/bert/hdf5_lower_case_1_seq_len_512_max_pred_80_masked_lm_prob_0.15_random_seed_12345_dupe_factor_5/training}
+
+# pretraining_args: the run_pretraining.py flags both phases share.
+#   set_pretraining_args OPTIMIZER PRECISION SAVE_STEPS EVAL_BATCH USE_XLA BERT_MODEL RESULTS_DIR
+# BERT_CONFIG (a bert_config.json) replaces BERT_MODEL; VOCAB_FILE and SEED are read too.
+set_pretraining_args() {
+  local use_xla=$5
+  set_precision "$2"
+  pretraining_args=(--optimizer "$1" --precision "$precision" --num_steps_per_checkpoint "$3"
+    --eval_batch_size "$4" --output_dir "$7" --seed "${SEED:-12439}" --resume_from_checkpoint)
+  case "$use_xla" in
+    true) pretraining_args+=(--compile) ;;  # torch.compile: PyTorch's counterpart of XLA
+    false) ;;
+    *) echo "use_xla must be true or false, not '$use_xla'" >&2; exit 2 ;;
+  esac
+  if [[ -n "${BERT_CONFIG:-}" ]]; then
+    pretraining_args+=(--config_file "$BERT_CONFIG")
+  else
+    pretraining_args+=(--bert_model "$6")
+  fi
+  [[ -n "${VOCAB_FILE:-}" ]] && pretraining_args+=(--vocab_file "$VOCAB_FILE")
+  read -r -a extra_args <<< "${EXTRA_ARGS:-}"
+  mkdir -p "$7"
+}
+
+# launch_pretraining GPUS LOG FLAGS...: one process per GPU, output also to LOG.
+launch_pretraining() {
+  local gpus=$1 log=$2
+  shift 2
+  python -m torch.distributed.run --standalone --nproc_per_node "$gpus" \
+    -m bert.run_pretraining "${pretraining_args[@]}" "$@" "${extra_args[@]}" 2>&1 | tee -a "$log"
+}

@@ -21,6 +21,8 @@
 # in run_pretraining_lamb.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=SCRIPTDIR/common.sh
+source bert/scripts/common.sh
 
 train_batch_size=${1:-32}
 eval_batch_size=${2:-8}
@@ -37,10 +39,7 @@ if (( train_batch_size % accumulation_phase2 )); then
   echo "train_batch_size_per_gpu $train_batch_size is not a multiple of ACCUMULATION_PHASE2 $accumulation_phase2" >&2
   exit 2
 fi
-DATADIR_PHASE1=${DATADIR_PHASE1:-data/bert/hdf5_lower_case_1_seq_len_128_max_pred_20_masked_lm_prob_0.15_random_seed_12345_dupe_factor_5/training}
-DATADIR_PHASE2=${DATADIR_PHASE2:-data/bert/hdf5_lower_case_1_seq_len_512_max_pred_80_masked_lm_prob_0.15_random_seed_12345_dupe_factor_5/training}
 RESULTS_DIR=${RESULTS_DIR:-results/bert_pretraining_adam}
-read -r -a extra_args <<< "${EXTRA_ARGS:-}"
 steps_phase1=$((train_steps * 9 / 10))
 steps_phase2=$((train_steps - steps_phase1))
 # One linear schedule over both parts: the first decays towards 0 at <train_steps> and
@@ -49,40 +48,22 @@ rates=$(python -c 'import sys; r = float(sys.argv[1]) * int(sys.argv[2]); print(
   "$learning_rate" "$num_gpus" "$steps_phase2" "$train_steps")
 read -r rate_phase1 rate_phase2 <<< "$rates"
 
-common=(--optimizer adam --lr_decay_power 1.0
-  --precision "$precision" --num_steps_per_checkpoint "$save_checkpoint_steps"
-  --eval_batch_size "$eval_batch_size" --output_dir "$RESULTS_DIR" --seed "${SEED:-12439}"
-  --resume_from_checkpoint)
-case "$use_xla" in
-  true) common+=(--compile) ;;
-  false) ;;
-  *) echo "use_xla must be true or false, not '$use_xla'" >&2; exit 2 ;;
-esac
-if [[ -n "${BERT_CONFIG:-}" ]]; then
-  common+=(--config_file "$BERT_CONFIG")
-else
-  common+=(--bert_model "${BERT_MODEL:-large}")
-fi
-[[ -n "${VOCAB_FILE:-}" ]] && common+=(--vocab_file "$VOCAB_FILE")
-
-mkdir -p "$RESULTS_DIR"
-launch() {  # launch LOG_NAME FLAGS...: one process per GPU, output also to the log file
-  local log="$RESULTS_DIR/$1"
-  shift
-  python -m torch.distributed.run --standalone --nproc_per_node "$num_gpus" \
-    -m bert.run_pretraining "${common[@]}" "$@" "${extra_args[@]}" 2>&1 | tee -a "$log"
-}
+set_pretraining_args adam "$precision" "$save_checkpoint_steps" "$eval_batch_size" \
+  "$use_xla" "${BERT_MODEL:-large}" "$RESULTS_DIR"
+pretraining_args+=(--lr_decay_power 1.0)
 
 for phase in ${PHASES:-1 2}; do
   if [[ "$phase" == 1 ]]; then
-    launch phase1.log --input_dir "$DATADIR_PHASE1" \
+    launch_pretraining "$num_gpus" "$RESULTS_DIR/phase1.log" \
+      --input_dir "$DATADIR_PHASE1" \
       --max_seq_length 128 --max_predictions_per_seq 20 \
       --train_batch_size "$train_batch_size" --gradient_accumulation_steps 1 \
       --learning_rate "$rate_phase1" --warmup_steps "$warmup_steps" \
       --max_steps "$steps_phase1" --decay_steps "$train_steps" \
       ${EVAL_DIR_PHASE1:+--eval_dir "$EVAL_DIR_PHASE1"}
   else
-    launch phase2.log --phase2 --input_dir "$DATADIR_PHASE2" \
+    launch_pretraining "$num_gpus" "$RESULTS_DIR/phase2.log" --phase2 \
+      --input_dir "$DATADIR_PHASE2" \
       --max_seq_length 512 --max_predictions_per_seq 80 \
       --train_batch_size $((train_batch_size / accumulation_phase2)) \
       --gradient_accumulation_steps "$accumulation_phase2" \

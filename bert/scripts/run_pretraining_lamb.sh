@@ -26,6 +26,8 @@
 # A rerun continues where the last run stopped (--resume_from_checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=SCRIPTDIR/common.sh
+source bert/scripts/common.sh
 
 train_batch_size_phase1=${1:-64}
 train_batch_size_phase2=${2:-16}
@@ -43,53 +45,32 @@ num_accumulation_phase1=${13:-128}
 num_accumulation_steps_phase2=${14:-256}
 bert_model=${15:-large}
 
-DATADIR_PHASE1=${DATADIR_PHASE1:-data/bert/hdf5_lower_case_1_seq_len_128_max_pred_20_masked_lm_prob_0.15_random_seed_12345_dupe_factor_5/training}
-DATADIR_PHASE2=${DATADIR_PHASE2:-data/bert/hdf5_lower_case_1_seq_len_512_max_pred_80_masked_lm_prob_0.15_random_seed_12345_dupe_factor_5/training}
 RESULTS_DIR=${RESULTS_DIR:-results/bert_pretraining}
-read -r -a extra_args <<< "${EXTRA_ARGS:-}"
 
-total_rate() {  # per-GPU rate x GPUs
-  python -c 'import sys; print(float(sys.argv[1]) * int(sys.argv[2]))' "$1" "$num_gpus"
-}
-
-common=(--precision "$precision" --num_steps_per_checkpoint "$save_checkpoint_steps"
-  --eval_batch_size "$eval_batch_size" --output_dir "$RESULTS_DIR" --seed "${SEED:-12439}"
-  --resume_from_checkpoint --optimizer lamb)
-case "$use_xla" in
-  true) common+=(--compile) ;;
-  false) ;;
-  *) echo "use_xla must be true or false, not '$use_xla'" >&2; exit 2 ;;
-esac
-if [[ -n "${BERT_CONFIG:-}" ]]; then
-  common+=(--config_file "$BERT_CONFIG")
-else
-  common+=(--bert_model "$bert_model")
-fi
-[[ -n "${VOCAB_FILE:-}" ]] && common+=(--vocab_file "$VOCAB_FILE")
-
-mkdir -p "$RESULTS_DIR"
-launch() {  # launch LOG_NAME FLAGS...: one process per GPU, output also to the log file
-  local log="$RESULTS_DIR/$1"
-  shift
-  python -m torch.distributed.run --standalone --nproc_per_node "$num_gpus" \
-    -m bert.run_pretraining "${common[@]}" "$@" "${extra_args[@]}" 2>&1 | tee -a "$log"
-}
+set_global_lr "$learning_rate_phase1" "$num_gpus"
+rate_phase1=$global_lr
+set_global_lr "$learning_rate_phase2" "$num_gpus"
+rate_phase2=$global_lr
+set_pretraining_args lamb "$precision" "$save_checkpoint_steps" "$eval_batch_size" \
+  "$use_xla" "$bert_model" "$RESULTS_DIR"
 
 for phase in ${PHASES:-1 2}; do
   if [[ "$phase" == 1 ]]; then
-    launch phase1.log --input_dir "$DATADIR_PHASE1" \
+    launch_pretraining "$num_gpus" "$RESULTS_DIR/phase1.log" \
+      --input_dir "$DATADIR_PHASE1" \
       --max_seq_length 128 --max_predictions_per_seq 20 \
       --train_batch_size "$train_batch_size_phase1" \
       --gradient_accumulation_steps "$num_accumulation_phase1" \
-      --learning_rate "$(total_rate "$learning_rate_phase1")" \
+      --learning_rate "$rate_phase1" \
       --warmup_steps "$warmup_steps_phase1" --max_steps $((train_steps * 9 / 10)) \
       ${EVAL_DIR_PHASE1:+--eval_dir "$EVAL_DIR_PHASE1"}
   else
-    launch phase2.log --phase2 --input_dir "$DATADIR_PHASE2" \
+    launch_pretraining "$num_gpus" "$RESULTS_DIR/phase2.log" --phase2 \
+      --input_dir "$DATADIR_PHASE2" \
       --max_seq_length 512 --max_predictions_per_seq 80 \
       --train_batch_size "$train_batch_size_phase2" \
       --gradient_accumulation_steps "$num_accumulation_steps_phase2" \
-      --learning_rate "$(total_rate "$learning_rate_phase2")" \
+      --learning_rate "$rate_phase2" \
       --warmup_steps "$warmup_steps_phase2" --max_steps $((train_steps * 2 / 10)) \
       ${EVAL_DIR_PHASE2:+--eval_dir "$EVAL_DIR_PHASE2"}
   fi
