@@ -19,6 +19,7 @@ import os
 import random
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -293,6 +294,17 @@ def seed_everything(seed: int, rank: int = 0) -> int:
 
 
 def cleanup() -> None:
-    """Tear the process group down (safe to call when none exists)."""
+    """Tear the process group down (safe to call when none exists); every rank calls it.
+
+    DDP keeps the gloo process group, and so its worker threads, alive until the
+    process exits. A worker that has just finished a collective over Python-made
+    tensors (all_gather_object, say) still has to take the GIL to drop them; if the
+    interpreter is already shutting down by then, the thread aborts the process.
+    So the ranks first meet at a barrier (a collective without tensors, which
+    completes only after every earlier one), and the main thread then lets go of
+    the GIL for a moment so such a worker can finish.
+    """
     if is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+        time.sleep(0.05)
