@@ -47,8 +47,9 @@ from bert.tokenization import FullTokenizer
 from common import distributed
 from common.benchmark import LatencyRecorder, ThroughputMeter
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
+from common.config import ConfigError
 from common.logging import Logger, progress
-from common.precision import PRECISIONS, Precision, full_precision_mode
+from common.precision import PRECISIONS, Precision, PrecisionError, full_precision_mode
 from common.preemption import PreemptionGuard
 from common.schedules import ScheduledLR, build_scheduler
 
@@ -59,6 +60,17 @@ LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 
 class FinetuneError(ValueError):
     """Bad flags, model or vocabulary: reported as one line before any training."""
+
+
+# What run_squad and run_glue report as one line (`error: ...`, exit 1), not a traceback;
+# OSError covers a full disk or an unreadable file.
+REPORTED_ERRORS: tuple[type[Exception], ...] = (
+    FinetuneError,
+    CheckpointError,
+    ConfigError,
+    PrecisionError,
+    OSError,
+)
 
 
 # --------------------------------------------------------------------------------- flags

@@ -192,16 +192,23 @@ class BertSelfAttention(nn.Module):
         return context.transpose(1, 2).flatten(2)
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, config: BertConfig) -> None:
+class _ResidualOutput(nn.Module):
+    """LayerNorm(residual + dropout(dense(x))): the tail of attention and of the MLP."""
+
+    def __init__(self, in_features: int, config: BertConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """[B, S, H], [B, S, H] -> [B, S, H]."""
-        return self.LayerNorm(residual + self.dropout(self.dense(context)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """[B, S, in_features], [B, S, H] -> [B, S, H]."""
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class BertSelfOutput(_ResidualOutput):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config.hidden_size, config)
 
 
 class BertAttention(nn.Module):
@@ -225,16 +232,9 @@ class BertIntermediate(nn.Module):
         return self.act(self.dense(x))
 
 
-class BertOutput(nn.Module):
+class BertOutput(_ResidualOutput):
     def __init__(self, config: BertConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """[B, S, I], [B, S, H] -> [B, S, H]."""
-        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+        super().__init__(config.intermediate_size, config)
 
 
 class BertLayer(nn.Module):

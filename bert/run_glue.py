@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from bert import glue
 from bert.finetune import (
+    REPORTED_ERRORS,
     FinetuneError,
     InferenceResult,
     add_finetune_args,
@@ -47,10 +48,9 @@ from bert.model import BertForSequenceClassification
 from bert.tokenization import FullTokenizer
 from common import distributed
 from common.atomic import atomic_write
-from common.checkpoint import CheckpointError
-from common.config import ConfigError, parse_with_config
+from common.config import parse_with_config
 from common.logging import Logger
-from common.precision import Precision, PrecisionError
+from common.precision import Precision
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "glue.yaml"
 
@@ -94,14 +94,7 @@ def class_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(parse_args(argv))
-    except (
-        FinetuneError,
-        glue.GlueError,
-        CheckpointError,
-        ConfigError,
-        PrecisionError,
-        OSError,  # a full disk, an unreadable file: one line, not a traceback
-    ) as exc:
+    except (*REPORTED_ERRORS, glue.GlueError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from bert import squad
 from bert.finetune import (
+    REPORTED_ERRORS,
     FinetuneError,
     add_finetune_args,
     infer,
@@ -50,9 +51,9 @@ from bert.squad_eval import SquadError, check_gold, evaluate, format_result, loa
 from bert.tokenization import FullTokenizer
 from common import distributed
 from common.checkpoint import CheckpointError, save_atomic
-from common.config import ConfigError, parse_with_config
+from common.config import parse_with_config
 from common.logging import Logger
-from common.precision import Precision, PrecisionError
+from common.precision import Precision
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "squad.yaml"
 CACHE_FORMAT = 1  # bump when the features change
@@ -179,14 +180,7 @@ def training_tensors(
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(parse_args(argv))
-    except (
-        FinetuneError,
-        SquadError,
-        CheckpointError,
-        ConfigError,
-        PrecisionError,
-        OSError,  # a full disk, an unreadable file: one line, not a traceback
-    ) as exc:
+    except (*REPORTED_ERRORS, SquadError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 
