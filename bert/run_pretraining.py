@@ -412,12 +412,7 @@ def starting_point(
 
 def gather_positions(position: Position) -> list[dict[str, int]]:
     """Every rank's data position, in rank order (a collective call)."""
-    mine = position.to_dict()
-    if not distributed.is_initialized():
-        return [mine]
-    everyone: list[Any] = [None] * distributed.get_world_size()
-    torch.distributed.all_gather_object(everyone, mine)
-    return everyone
+    return distributed.all_gather_object(position.to_dict())
 
 
 def position_for_rank(saved: dict[str, Any] | None, env: distributed.DistEnv) -> Position:

@@ -203,12 +203,7 @@ def capture_training_state(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue a run exactly. Collective: call on every rank."""
-    local_rng = rng_state()
-    if distributed.is_initialized():
-        rngs: list[Any] = [None] * distributed.get_world_size()
-        torch.distributed.all_gather_object(rngs, local_rng)
-    else:
-        rngs = [local_rng]
+    rngs = distributed.all_gather_object(rng_state())
     return {
         "format": FORMAT,
         "version": VERSION,

@@ -7,8 +7,14 @@
     ...
     cleanup()
 
-NCCL is used on CUDA and gloo on the CPU. A single process (no launcher variables)
-initialises no process group; every helper below then works as the trivial case.
+NCCL is used on CUDA and gloo on the CPU (the environment variable
+LM_RECIPES_DIST_BACKEND names another, such as "mpi" or "cpu:gloo,cuda:nccl"). A single
+process (no launcher variables) initialises no process group; every helper below then
+works as the trivial case.
+
+Every collective of the recipes goes through the helpers here. They take numbers or
+tensors and place them on the device the backend communicates on (`comm_device()`):
+NCCL has no CPU backend, so a CPU tensor handed to it fails the whole run.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
+BACKEND_ENV = "LM_RECIPES_DIST_BACKEND"
+
+# Where tensors handed to collectives must live; set by init_distributed.
+_comm_device: torch.device | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,9 @@ def init_distributed(
 
     chosen_backend = None
     if info["world_size"] > 1:
-        chosen_backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        chosen_backend = (
+            backend or os.environ.get(BACKEND_ENV) or ("nccl" if dev.type == "cuda" else "gloo")
+        )
         if not dist.is_initialized():
             timeout = datetime.timedelta(minutes=timeout_minutes)
             dist.init_process_group(
@@ -190,6 +203,8 @@ def init_distributed(
                 timeout=timeout,
                 device_id=dev if dev.type == "cuda" else None,
             )
+        global _comm_device
+        _comm_device = pick_comm_device(chosen_backend, dev)
     return DistEnv(
         rank=info["rank"],
         world_size=info["world_size"],
@@ -253,21 +268,78 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of `tensor` over all ranks (a new tensor; the input is left untouched)."""
-    out = tensor.detach().clone()
-    if is_initialized():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        out /= get_world_size()
-    return out
+def served_device_types(backend: str) -> list[str]:
+    """Device types a backend communicates on: "nccl" -> ["cuda"], "gloo" -> ["cpu",
+    "cuda"], "cpu:gloo,cuda:nccl" -> ["cpu", "cuda"]; a registered custom backend
+    declares its own."""
+    if ":" in backend:
+        return [part.split(":")[0].strip() for part in backend.split(",")]
+    return list(dist.Backend.backend_capability.get(backend.lower(), ["cpu"]))
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of `tensor` over all ranks (a new tensor)."""
-    out = tensor.detach().clone()
-    if is_initialized():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+def pick_comm_device(backend: str, device: torch.device) -> torch.device:
+    """The model's device when the backend serves it, else the first device it does."""
+    served = served_device_types(backend)
+    if device.type in served:
+        return device
+    kind = served[0]
+    module = getattr(torch, kind, None)
+    if hasattr(module, "current_device"):
+        return torch.device(kind, module.current_device())
+    return torch.device(kind)
+
+
+def comm_device() -> torch.device:
+    """The device collectives run on in this process (the CPU without a process group)."""
+    if is_initialized() and _comm_device is not None:
+        return _comm_device
+    if is_initialized():  # a group made outside init_distributed
+        return pick_comm_device(dist.get_backend(), torch.device("cpu"))
+    return torch.device("cpu")
+
+
+Reducible = torch.Tensor | float | int | list | tuple
+
+
+def _all_reduce(value: Reducible, op: dist.ReduceOp) -> torch.Tensor:
+    """Reduce `value` over all ranks on the communication device.
+
+    Tensors come back as a new tensor on their own device and dtype; numbers (and lists
+    of numbers) as a float64 CPU tensor. The input is never modified.
+    """
+    if isinstance(value, torch.Tensor):
+        home, out = value.device, value.detach()
+    else:
+        home, out = torch.device("cpu"), torch.as_tensor(value, dtype=torch.float64)
+    if not is_initialized():
+        return out.clone()
+    out = out.to(comm_device(), copy=True)
+    dist.all_reduce(out, op=op)
+    return out.to(home)
+
+
+def all_reduce_sum(value: Reducible) -> torch.Tensor:
+    """Sum of `value` (a tensor, a number or a list of numbers) over all ranks."""
+    return _all_reduce(value, dist.ReduceOp.SUM)
+
+
+def all_reduce_mean(value: Reducible) -> torch.Tensor:
+    """Mean of `value` (a tensor, a number or a list of numbers) over all ranks."""
+    return _all_reduce(value, dist.ReduceOp.SUM) / get_world_size()
+
+
+def all_reduce_max(value: Reducible) -> torch.Tensor:
+    """Element-wise maximum of `value` over all ranks."""
+    return _all_reduce(value, dist.ReduceOp.MAX)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order; `[obj]` without a process group."""
+    if not is_initialized():
+        return [obj]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
@@ -304,7 +376,9 @@ def cleanup() -> None:
     completes only after every earlier one), and the main thread then lets go of
     the GIL for a moment so such a worker can finish.
     """
+    global _comm_device
     if is_initialized():
         dist.barrier()
         dist.destroy_process_group()
         time.sleep(0.05)
+    _comm_device = None

@@ -15,8 +15,6 @@ import signal
 import sys
 from types import FrameType
 
-import torch
-
 from common import distributed
 
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -46,10 +44,7 @@ class PreemptionGuard:
         """True on every rank once any rank got a stop signal (a collective call)."""
         if not distributed.is_initialized():
             return self.requested
-        device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return bool(distributed.all_reduce_max(1.0 if self.requested else 0.0).item())
 
     def close(self) -> None:
         """Put the previous handlers back."""

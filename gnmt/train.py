@@ -146,11 +146,7 @@ def evaluate_bleu(
     with prec.autocast():
         hyps = translate_ids(model, ids, args.test_batch_size, cfg, env.device)
     texts = {i: tokenizer.decode(h) for i, h in zip(mine, hyps, strict=True)}
-    gathered = [texts]
-    if distributed.is_initialized():
-        gathered = [None] * env.world_size
-        torch.distributed.all_gather_object(gathered, texts)
-    merged = {k: v for part in gathered for k, v in part.items()}
+    merged = {k: v for part in distributed.all_gather_object(texts) for k, v in part.items()}
     outputs = [merged[i] for i in range(len(src_lines))]
     bleu = sacrebleu.corpus_bleu(outputs, [refs]).score
     tokens = sum(len(h) for h in hyps)
@@ -315,7 +311,7 @@ def train(args: argparse.Namespace) -> int:
 
             if step % args.print_freq == 0:
                 elapsed = time.perf_counter() - window_start
-                tok_s = distributed.all_reduce_sum(torch.tensor(window_tokens / elapsed)).item()
+                tok_s = distributed.all_reduce_sum(window_tokens / elapsed).item()
                 nll_tok = window_loss / max(window_tok_n, 1)
                 logger.log(
                     (epoch, step),
@@ -348,9 +344,7 @@ def train(args: argparse.Namespace) -> int:
             print(f"stopped at step {step}; continue with --resume", flush=True)
             break
         epoch_time = time.perf_counter() - epoch_start
-        totals = distributed.all_reduce_sum(
-            torch.tensor([epoch_tokens, epoch_sents], dtype=torch.float64)
-        )
+        totals = distributed.all_reduce_sum([epoch_tokens, epoch_sents])
         summary = {
             "train_time_s": epoch_time,
             "sent/s": totals[1].item() / epoch_time,

@@ -22,6 +22,18 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+NOCPU_SITE = ROOT / "tests" / "nocpu_site"
+
+
+def nocpu_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: clean_env()) with a process group that, like NCCL, has no CPU
+    backend (tests/nocpu_site): a recipe's collective on a CPU tensor then fails."""
+    env = dict(base if base is not None else clean_env())
+    env["PYTHONPATH"] = os.pathsep.join([str(NOCPU_SITE), str(ROOT)])
+    env["LM_RECIPES_DIST_BACKEND"] = "nocpu"
+    return env
+
+
 def run_python(args, env_extra=None, timeout=300, check=True):
     """Run `python ARGS` from the repo root; on failure show its output."""
     proc = subprocess.run(

@@ -18,7 +18,7 @@ from common.checkpoint import load_checkpoint
 from common.logging import Logger, read_dllogger
 from common.precision import Precision
 from tests.bert_finetune_fixtures import glue_flags, separable_task
-from tests.helpers import ROOT, clean_env, run_python
+from tests.helpers import ROOT, clean_env, nocpu_env, run_python
 
 SCRIPTS = ROOT / "bert" / "scripts"
 TINY = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -122,12 +122,15 @@ def test_gradient_accumulation_matches_one_large_batch(task, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(task, tmp_path):
-    common = ["--do_train", "--num_train_epochs", "1", "--device", "cpu"]
+    """The pair runs under a process group without a CPU backend (as NCCL), logging
+    every step and scoring the dev set."""
+    common = ["--do_train", "--do_eval", "--num_train_epochs", "1", "--device", "cpu"]
+    common += ["--log_freq", "1"]
     single = glue_flags(task, tmp_path / "one", *common, "--train_batch_size", "8")
     run_python(["-m", "bert.run_glue", *single])
     pair = glue_flags(task, tmp_path / "two", *common, "--train_batch_size", "4")
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    run_python([*torchrun, "-m", "bert.run_glue", *pair])
+    run_python([*torchrun, "-m", "bert.run_glue", *pair], env_extra=nocpu_env())
     log = (tmp_path / "two" / "dllogger.json").read_text()
     assert '"world_size": 2' in log
     assert_same(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"), exact=False)

@@ -31,7 +31,7 @@ from bert.pretraining_data import (
 from common import distributed
 from common.checkpoint import load_checkpoint
 from common.logging import read_dllogger
-from tests.helpers import ROOT, clean_env
+from tests.helpers import ROOT, clean_env, nocpu_env
 
 SCRIPTS = ROOT / "bert" / "scripts"
 SETUPS = ROOT / "bert" / "configs" / "pretraining.yaml"
@@ -620,22 +620,24 @@ def test_adam_trains_too(data, tmp_path):
     assert load_checkpoint(out / "ckpt_last.pt")["extra"]["optimizer"] == "adam"
 
 
-def launch(args, **kw):
+def launch(args, env=None, **kw):
     return subprocess.Popen(
-        [sys.executable, *map(str, args)], cwd=ROOT, env=clean_env(), text=True, **kw
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env or clean_env(), text=True, **kw
     )
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
     # One shard, two ranks: each takes every other sample, so a step's global batch is
-    # the same 16 samples as in the single process.
-    extra = ["--input_dir", data / "single", "--max_steps", 3]
+    # the same 16 samples as in the single process. The pair runs under a process group
+    # without a CPU backend (as NCCL), logging every step.
+    extra = ["--input_dir", data / "single", "--max_steps", 3, "--log_freq", 1]
     assert run(data, tmp_path / "one", *extra, "--train_batch_size", 16) == 0
     torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", 2,
                 "--master_port", distributed.free_port(), "-m", "bert.run_pretraining"]  # fmt: skip
     proc = launch(
         [*torchrun, *flags(data, tmp_path / "two", *extra, "--train_batch_size", 8)],
+        env=nocpu_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

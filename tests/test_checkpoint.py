@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from common import distributed
 from common.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -22,10 +23,11 @@ from common.checkpoint import (
     set_rng_state,
     strip_prefixes,
 )
+from common.logging import read_dllogger
 from common.optim import LAMB
 from common.precision import Precision
 from common.schedules import build_scheduler
-from tests.helpers import ROOT, clean_env, run_python
+from tests.helpers import ROOT, clean_env, nocpu_env, run_python
 
 
 def small_state(step=0):
@@ -244,3 +246,16 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
     ).stdout
     assert f"(step {stopped_at + 3})" in out
     assert os.path.exists(tmp_path / "checkpoint_best.pt")
+
+
+@pytest.mark.slow
+def test_two_processes_run_under_a_process_group_without_a_cpu_backend(tmp_path):
+    """Like NCCL, the group refuses CPU tensors: the loop's loss reductions, pre-emption
+    agreement and checkpoint RNG gathering must all use the backend's device."""
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+              str(distributed.free_port()), "-m", "scripts.toolkit_check"]  # fmt: skip
+    args = ["--steps", "6", "--save-every", "3", "--print-freq", "1", "--device", "cpu"]
+    run_python([*launch, *args, "--save-dir", tmp_path], env_extra=nocpu_env())
+    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 6
+    logged = [r for r in read_dllogger(tmp_path / "log.json") if "loss" in r["data"]]
+    assert [r["step"] for r in logged] == list(range(1, 7))

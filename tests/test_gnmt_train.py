@@ -14,6 +14,7 @@ from common.checkpoint import load_checkpoint
 from common.logging import read_dllogger
 from gnmt import data, prepare_data, toy_data, train
 from gnmt.tokenizer import Tokenizer
+from tests.helpers import nocpu_env
 
 MERGES = 100
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,14 +162,16 @@ def test_missing_training_file_is_a_one_line_error(dataset, tmp_path, capsys):
     assert "nowhere.en: no such file" in err and "Traceback" not in err
 
 
-def run_train(args, **kw):
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+def run_train(args, env=None, **kw):
+    env = env or {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, **kw)
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch(dataset, tmp_path):
-    common = ["--epochs", "1", "--max-steps", "3", "--no-eval", "--dropout", "0"]
+    """Under a process group without a CPU backend (as NCCL), logging every step and
+    scoring BLEU: every collective of the loop must use the backend's device."""
+    common = ["--epochs", "1", "--max-steps", "3", "--dropout", "0", "--print-freq", "1"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert train.main(flags(dataset, one, *common)) == 0
     launch = [
@@ -183,9 +186,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(dataset, tmp_pa
     ]
     args = flags(dataset, two, *common)
     args[args.index("--train-batch-size") + 1] = "8"
-    proc = run_train([*launch, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = run_train(
+        [*launch, *args], env=nocpu_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, out
+    assert "test BLEU after epoch 1" in out
     a, b = weights(one / "model_last.pth"), weights(two / "model_last.pth")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

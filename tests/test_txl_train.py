@@ -14,6 +14,7 @@ import torch
 from common import distributed
 from common.checkpoint import load_checkpoint
 from common.logging import read_dllogger
+from tests.helpers import nocpu_env
 from transformer_xl import eval as txl_eval
 from transformer_xl import toy_data, train
 
@@ -221,14 +222,17 @@ def test_manual_text_is_scored_and_all_unknown_text_refused(corpus, trained, cap
     assert "unknown" in capsys.readouterr().err
 
 
-def run_module(args, **kw):
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+def run_module(args, env=None, **kw):
+    env = env or {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, **kw)
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_without_dropout(corpus, tmp_path):
-    common = ["--no_eval", "--dropout", "0", "--dropatt", "0", "--max_step", "3"]
+    """Under a process group without a CPU backend (as NCCL), logging every step and
+    evaluating: every collective of the loop must use the backend's device."""
+    common = ["--dropout", "0", "--dropatt", "0", "--max_step", "3", "--log_interval", "1"]
+    common += ["--eval_interval", "3"]
     assert train.main(flags(corpus, tmp_path / "one", *common)) == 0
     launch = [
         "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -236,6 +240,7 @@ def test_two_processes_train_like_one_without_dropout(corpus, tmp_path):
     ]  # fmt: skip
     proc = run_module(
         [*launch, *flags(corpus, tmp_path / "two", *common)],
+        env=nocpu_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -485,9 +485,7 @@ def train(args: argparse.Namespace) -> int:
 
             if step % args.log_interval == 0:
                 elapsed = time.perf_counter() - window["start"]
-                train_loss = distributed.all_reduce_mean(
-                    torch.tensor(window["loss"] / window["steps"], device=env.device)
-                ).item()
+                train_loss = distributed.all_reduce_mean(window["loss"] / window["steps"]).item()
                 lr = optimizer.param_groups[0]["lr"]
                 ms = elapsed * 1000 / window["steps"]
                 tok_s = window["tokens"] / elapsed
