@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 
+from common import distributed
 from common.distributed import expand_nodelist, free_port, launch_info
-from tests.helpers import ROOT, clean_env, run_python
+from tests.helpers import ROOT, clean_env, nocpu_env, run_python
 
 
 def test_expand_nodelist():
@@ -195,3 +196,61 @@ def test_two_processes_from_srun_variables_give_single_process_gradients(tmp_pat
         assert_same_gradients(load_grads(tmp_path, rank, 2), single)
         info = json.loads((tmp_path / f"info_rank{rank}_of2.json").read_text())
         assert (info["launcher"], info["rank"], info["world_size"]) == ("slurm", rank, 2)
+
+
+def test_communication_device_follows_the_backend():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 3)
+    assert distributed.pick_comm_device("gloo", cpu) == cpu
+    assert distributed.pick_comm_device("nccl", gpu) == gpu
+    assert distributed.pick_comm_device("cpu:gloo,cuda:nccl", gpu) == gpu
+    assert distributed.served_device_types("cpu:gloo,cuda:nccl") == ["cpu", "cuda"]
+    assert distributed.served_device_types("nccl") == ["cuda"]
+
+
+def test_reductions_take_numbers_and_tensors_without_a_process_group():
+    assert distributed.all_reduce_sum(3).tolist() == 3.0
+    assert distributed.all_reduce_mean([1, 2]).dtype == torch.float64
+    t = torch.tensor([1.5], dtype=torch.float32)
+    out = distributed.all_reduce_max(t)
+    assert out.dtype == torch.float32 and out is not t and torch.equal(out, t)
+    assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+
+
+def test_only_common_distributed_calls_torch_distributed():
+    """Every collective goes through common.distributed, which places its tensors."""
+    offenders = []
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] in ("tests", ".git") or path.name == "distributed.py":
+            continue
+        text = path.read_text()
+        for needle in ("import torch.distributed as", "from torch import distributed",
+                       "torch.distributed.all_", "torch.distributed.broadcast",
+                       "torch.distributed.barrier", "torch.distributed.reduce"):  # fmt: skip
+            if needle in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {needle}")
+    assert offenders == []
+
+
+NOCPU_PROBE = """
+import torch
+from common import distributed
+env = distributed.init_distributed("cpu")
+assert distributed.comm_device().type == "lazy"
+total = distributed.all_reduce_sum([env.rank + 1, 1]).tolist()
+assert total == [3.0, 2.0], total
+objects = distributed.all_gather_object({"rank": env.rank})
+assert objects == [{"rank": 0}, {"rank": 1}], objects
+torch.distributed.all_reduce(torch.ones(1))  # what NCCL refuses
+"""
+
+
+@pytest.mark.slow
+def test_the_group_without_a_cpu_backend_refuses_cpu_tensors_like_nccl(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(NOCPU_PROBE)
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--master_port", str(distributed.free_port()), str(script)]  # fmt: skip
+    proc = run_python(launch, env_extra=nocpu_env(), check=False)
+    assert proc.returncode != 0
+    assert "No backend type associated with device type cpu" in proc.stdout + proc.stderr
+    assert "AssertionError" not in proc.stdout + proc.stderr
