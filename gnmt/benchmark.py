@@ -114,6 +114,7 @@ def bench_inference(
     return {
         "sentences/s": summary["throughput"],
         "tokens/s": generated / total,
+        "tokens/sentence": generated / (batch_size * args.infer_batches),
         **{f"latency_{k}": summary[k] for k in ("avg", "p50", "p90", "p95", "p99", "p100")},
     }
 
@@ -167,12 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         for math in maths:
             prec = Precision.create(math, device)
             if "train" in modes:
+                torch.manual_seed(1)  # the same random model for every precision
                 model = GNMT(args.vocab_size, args.hidden_size, args.num_layers).to(device)
                 row = {"math": math, "batch": args.batch_size, **bench_training(model, prec, args)}
                 log_results(logger, row, step=("train", math))
                 train_rows.append(row)
                 print(f"train {math}: {row['tokens/s']:.1f} tok/s", flush=True)
             if "infer" in modes:
+                torch.manual_seed(1)  # the same random model for every precision
                 model = GNMT(args.vocab_size, args.hidden_size, args.num_layers).to(device)
                 for batch_size in map(int, args.infer_batch_size.split(",")):
                     for beam in map(int, args.beam_size.split(",")):

@@ -22,6 +22,7 @@ direction of the bidirectional layer), as the TensorFlow recipe describes.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from common.checkpoint import FORMAT, CheckpointError, read_torch_file, strip_prefixes
 from gnmt.tokenizer import PAD, Tokenizer, TokenizerError
@@ -49,6 +50,51 @@ class GNMTConfig:
     share_embedding: bool = True
     init_decoder_from_encoder: bool = False
     init_weight: float = 0.1
+
+
+@functools.cache
+def _cpu_has_bf16_rnn() -> bool:
+    """Whether oneDNN has a bf16 LSTM here (AVX-512 and newer; it honours
+    ONEDNN_MAX_CPU_ISA, so an AVX2 limit reads as an AVX2-only CPU)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def run_lstm(
+    lstm: nn.LSTM, x: torch.Tensor | PackedSequence, state: tuple | None = None
+) -> tuple[torch.Tensor | PackedSequence, tuple[torch.Tensor, torch.Tensor]]:
+    """`lstm(x, state)` in bf16 on any CPU: under bf16 autocast, or with bf16 weights.
+
+    oneDNN has a bf16 LSTM only from AVX-512 on; elsewhere nn.LSTM in bf16 either has
+    no primitive (under autocast) or runs ATen's kernel about 20x slower than in fp32
+    (bf16 matrix products are emulated on AVX2). There the recurrence runs in fp32
+    with ATen's kernel, which measured faster than oneDNN's fp32 one on AVX2
+    (docs/PERFORMANCE.md), with bf16 weights read as fp32; the result comes back in the
+    dtype the rest of the model expects.
+    """
+    data = x.data if isinstance(x, PackedSequence) else x
+    if data.device.type != "cpu" or _cpu_has_bf16_rnn():
+        return lstm(x, state)
+    bf16_weights = lstm.weight_ih_l0.dtype == torch.bfloat16
+    autocast = (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+    if not (bf16_weights or autocast):
+        return lstm(x, state)
+    if state is not None:
+        state = tuple(s.float() for s in state)
+    onednn = torch.backends.mkldnn.set_flags(False)[0]
+    try:
+        with torch.autocast("cpu", enabled=False):
+            if bf16_weights:
+                fp32 = {name: p.float() for name, p in lstm.named_parameters()}
+                out, (h, c) = torch.func.functional_call(lstm, fp32, (x.float(), state))
+            else:
+                out, (h, c) = lstm(x.float(), state)
+    finally:
+        torch.backends.mkldnn.set_flags(onednn)
+    if bf16_weights and not autocast:
+        out, h, c = out.to(torch.bfloat16), h.bfloat16(), c.bfloat16()
+    return out, (h, c)
 
 
 def _init_lstm(lstm: nn.LSTM, bound: float) -> None:
@@ -145,12 +191,12 @@ class Encoder(nn.Module):
                 packed = pack_padded_sequence(
                     x, cpu_lengths, batch_first=True, enforce_sorted=False
                 )
-                out, (h, c) = lstm(packed)
+                out, (h, c) = run_lstm(lstm, packed)
                 out, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
                 if self.keep_final_states:
                     finals.append((h[-1:], c[-1:]))  # layer 1: the backward direction
             else:
-                out, _ = lstm(x)
+                out, _ = run_lstm(lstm, x)
             x = out + residual if i >= 2 else out
         return x, finals
 
@@ -186,13 +232,13 @@ class Decoder(nn.Module):
         """
         state = state or [None] * (len(self.rnn_layers) + 1)
         new_state: State = []
-        x, hc = self.att_rnn.rnn(self.embedder(tgt), state[0])
+        x, hc = run_lstm(self.att_rnn.rnn, self.embedder(tgt), state[0])
         new_state.append(hc)
         context, probs = self.att_rnn.attn(x, keys, projected_keys, mask)
         for i, lstm in enumerate(self.rnn_layers):
             residual = x
             inp = torch.cat((self.dropout(x), context.to(x.dtype)), dim=2)
-            out, hc = lstm(inp, state[i + 1])
+            out, hc = run_lstm(lstm, inp, state[i + 1])
             new_state.append(hc)
             x = out + residual if i >= 1 else out
         return self.classifier(x), probs, new_state

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gnmt import model as gnmt_model
 from gnmt.beam_search import SearchConfig, beam_search, final_scores
 from gnmt.model import GNMT, label_smoothed_loss
 from gnmt.tokenizer import BOS, EOS, PAD
@@ -264,3 +265,54 @@ def test_final_scores_formula():
     got = final_scores(torch.tensor([-3.0], dtype=torch.float64), torch.tensor([4]), cov, cfg)
     expected = -3.0 / ((5 + 4) / 6) ** 0.6 + 0.1 * (math.log(0.5) + math.log(1.0))
     assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.fixture(params=["onednn_bf16_rnn", "no_bf16_rnn"])
+def cpu_kind(request, monkeypatch):
+    """Both kinds of CPU on any machine: with oneDNN's bf16 LSTM (AVX-512 and newer)
+    and without (AVX2), whatever this machine has."""
+    if request.param == "onednn_bf16_rnn" and not gnmt_model._cpu_has_bf16_rnn():
+        pytest.skip("this CPU has no bf16 LSTM in oneDNN")
+    monkeypatch.setattr(gnmt_model, "_cpu_has_bf16_rnn", lambda: request.param == "onednn_bf16_rnn")
+    return request.param
+
+
+def test_lstm_under_bf16_autocast_runs_on_every_cpu(cpu_kind):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 8, batch_first=True)
+    x = torch.randn(3, 5, 8)
+    want, (want_h, want_c) = lstm(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, (h, c) = gnmt_model.run_lstm(lstm, x)
+    # without a bf16 LSTM the recurrence stays fp32: then it equals the fp32 one
+    tol = 1e-6 if cpu_kind == "no_bf16_rnn" else 3e-2
+    for a, b in ((got, want), (h, want_h), (c, want_c)):
+        torch.testing.assert_close(a.float(), b, atol=tol, rtol=tol)
+
+
+def test_lstm_with_bf16_weights_runs_on_every_cpu_and_answers_in_bf16(cpu_kind):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 8, batch_first=True).bfloat16()
+    reference = torch.nn.LSTM(8, 8, batch_first=True)
+    reference.load_state_dict({k: v.float() for k, v in lstm.state_dict().items()})
+    x = torch.randn(3, 5, 8)
+    got, (h, _) = gnmt_model.run_lstm(lstm, x.bfloat16())
+    assert got.dtype == h.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), reference(x)[0], atol=3e-2, rtol=3e-2)
+
+
+def test_gnmt_trains_and_searches_in_bf16_on_every_cpu(cpu_kind):
+    torch.manual_seed(0)
+    model = GNMT(vocab_size=20, hidden_size=8, num_layers=3)
+    src = torch.randint(4, 20, (2, 6))
+    lengths = torch.tensor([6, 4])
+    tgt = torch.randint(4, 20, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(src, lengths, tgt)
+    loss, _ = label_smoothed_loss(logits, tgt)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval().bfloat16()
+    with torch.no_grad():
+        hyps = beam_search(model, src, lengths, SearchConfig(beam_size=2, max_length=4))
+    assert len(hyps) == 2 and all(1 <= len(h) <= 4 for h in hyps)
