@@ -54,6 +54,7 @@ from bert.model import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
 )
+from common import cli
 from common.benchmark import (
     LatencyRecorder,
     device_name,
@@ -61,6 +62,7 @@ from common.benchmark import (
     markdown_table,
     write_json,
 )
+from common.distributed import resolve_device
 from common.logging import Logger
 from common.precision import Precision, PrecisionError, check_supported
 
@@ -120,24 +122,33 @@ def model_flops(
     return float(3 * forward if training else forward)
 
 
-def matmul_peak(math: str, device: torch.device, size: int, repeats: int = 10) -> float:
+def matmul_peak(
+    math: str, device: torch.device, size: int, repeats: int = 10, budget_s: float = 3.0
+) -> float:
     """The device's matmul FLOP/s in `math`: the best of `repeats` timed products of two
     random [size, size] matrices (fp16/bf16 operands for fp16/bf16, fp32 otherwise, with
     TensorFloat-32 allowed for tf32: call after `Precision.create(math, ...)`). The best,
-    not the mean: on a machine shared with other work, the quietest run is the peak."""
+    not the mean: on a machine shared with other work, the quietest run is the peak.
+    Timing stops early once `budget_s` is spent (bf16 on a CPU without bf16 units runs
+    at a few GFLOP/s: one 2048^3 product takes seconds)."""
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(math, torch.float32)
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(size, size, device=device, dtype=dtype, generator=g)
     b = torch.randn(size, size, device=device, dtype=dtype, generator=g)
     inner = 10 if device.type == "cuda" else 1  # a GPU product is too short to time alone
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first call is warm-up
+    best, deadline = float("inf"), None
+    for i in range(repeats + 1):  # the first call is warm-up
         _sync(device)
         start = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b)
         _sync(device)
+        if i == 0:
+            deadline = time.perf_counter() + budget_s
+            continue
         best = min(best, (time.perf_counter() - start) / inner)
+        if time.perf_counter() > deadline:
+            break
     return 2 * size**3 / best
 
 
@@ -399,8 +410,8 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     p.add_argument(
         "--model", choices=sorted(MODELS), default="base", help="tiny: hidden 64, 2 layers"
@@ -418,9 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated precisions; unset: fp32,tf32,fp16,bf16 on a GPU, fp32,bf16 on "
         "the CPU. Those the device cannot run are skipped with a note",
     )
-    p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu"
-    )
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument(
         "--steps", type=int, default=None, help="timed calls; unset: 1024 on a GPU, 20 on the CPU"
     )
@@ -444,9 +453,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument("--log-file", type=Path, default=None, help="DLLogger lines")
     args = p.parse_args(argv)
-    gpu = torch.device(args.device).type == "cuda"
-    if gpu and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is available (use --device cpu)")
+    args.device = str(resolve_device(args.device))
+    gpu = args.device.startswith("cuda")
+    if args.math:  # asked for by name: each one must run here
+        try:
+            cli.device_for_precisions(args.device, args.math)
+        except PrecisionError as exc:
+            p.error(str(exc))
     args.math = args.math or (["fp32", "tf32", "fp16", "bf16"] if gpu else ["fp32", "bf16"])
     args.steps = args.steps if args.steps is not None else (1024 if gpu else 20)
     args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)

@@ -44,12 +44,18 @@ import torch
 
 from bert.model import BertPreTrainedModel, check_vocab
 from bert.tokenization import FullTokenizer
-from common import distributed
+from common import cli, distributed
 from common.benchmark import LatencyRecorder, ThroughputMeter
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.config import ConfigError
 from common.logging import Logger, progress
-from common.precision import PRECISIONS, Precision, PrecisionError, full_precision_mode
+from common.precision import (
+    PRECISIONS,
+    Precision,
+    PrecisionError,
+    chosen_precision,
+    full_precision_mode,
+)
 from common.preemption import PreemptionGuard
 from common.schedules import ScheduledLR, build_scheduler
 
@@ -69,6 +75,7 @@ REPORTED_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     ConfigError,
     PrecisionError,
+    distributed.DeviceError,
     OSError,
 )
 
@@ -127,7 +134,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--precision", choices=PRECISIONS, default=None, help="default: tf32/fp32")
     r.add_argument("--fp16", action="store_true", help="same as --precision fp16")
     r.add_argument("--amp", action="store_true", help="same as --precision fp16")
-    r.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if any")
+    r.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     r.add_argument(
         "--torch_compile", action="store_true", help="torch.compile the model (static shapes)"
     )
@@ -149,10 +156,13 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints")
 
 
-def resolve_precision(args: argparse.Namespace, device: torch.device) -> str:
-    if args.fp16 or args.amp:
-        return "fp16"
-    return args.precision or full_precision_mode(device)
+def create_precision(args: argparse.Namespace, device: torch.device, **kwargs: Any) -> Precision:
+    """The run's Precision from --precision / --fp16 / --amp (default: TF32 on GPUs that
+    have it, else fp32); errors name the flag the user gave."""
+    mode, typed = chosen_precision(args.precision, {"--fp16": args.fp16, "--amp": args.amp})
+    return Precision.create(
+        mode or full_precision_mode(device), device, flag="--precision", typed=typed, **kwargs
+    )
 
 
 # --------------------------------------------------------------------------------- model

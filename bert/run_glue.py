@@ -36,17 +36,17 @@ from bert.finetune import (
     FinetuneError,
     InferenceResult,
     add_finetune_args,
+    create_precision,
     infer,
     load_model,
     open_logger,
     report_inference,
     report_training,
-    resolve_precision,
     train,
 )
 from bert.model import BertForSequenceClassification
 from bert.tokenization import FullTokenizer
-from common import distributed
+from common import cli, distributed
 from common.atomic import atomic_write
 from common.config import parse_with_config
 from common.logging import Logger
@@ -56,8 +56,8 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "glue.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     g = p.add_argument_group("GLUE")
     g.add_argument(
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise FinetuneError("--data_dir is required: the folder of the task's TSV files")
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(resolve_precision(args, env.device), env.device)
+    prec = create_precision(args, env.device)
     # Every file is read and checked before the first step.
     train_data = (
         glue.read_tsv(args.data_dir / "train.tsv", task, "train") if args.do_train else None

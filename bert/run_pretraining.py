@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bert.finetune import parameter_groups, resolve_precision
+from bert.finetune import create_precision, parameter_groups
 from bert.model import BertConfig, BertForPreTraining
 from bert.pretraining_data import (
     MaskingIds,
@@ -56,7 +56,7 @@ from bert.pretraining_data import (
     scan_shards,
 )
 from bert.tokenization import VocabError, load_vocab
-from common import distributed
+from common import cli, distributed
 from common.atomic import atomic_write
 from common.benchmark import (
     LatencyRecorder,
@@ -97,9 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--config: pick a named set-up with --setup NAME here; --config_file is the "
             "BERT model's JSON, as in NVIDIA's run_pretraining.py"
         )
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,
         epilog="The defaults shown are phase 1's. --setup NAME applies a named set-up of "
         "--setup_file (precision, per-GPU batch, accumulation); with --phase2 that file's "
@@ -164,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--fp16", action="store_true", help="same as --precision fp16")
     r.add_argument("--amp", action="store_true", help="same as --precision fp16")
     r.add_argument("--init_loss_scale", type=float, default=2.0**20, help="fp16")
-    r.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if any")
+    r.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
 
     o = p.add_argument_group("output")
@@ -514,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         ConfigError,
         PrecisionError,
+        distributed.DeviceError,
         VocabError,
         OSError,  # a full disk, an unreadable file: one line, not a traceback
     ) as exc:
@@ -523,9 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(
-        resolve_precision(args, env.device), env.device, init_scale=args.init_loss_scale
-    )
+    prec = create_precision(args, env.device, init_scale=args.init_loss_scale)
     phase = 2 if args.phase2 else 1
     config, tokens = build_config(args)
     masking_ids = MaskingIds()

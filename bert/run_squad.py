@@ -38,18 +38,18 @@ from bert.finetune import (
     REPORTED_ERRORS,
     FinetuneError,
     add_finetune_args,
+    create_precision,
     infer,
     load_model,
     open_logger,
     report_inference,
     report_training,
-    resolve_precision,
     train,
 )
 from bert.model import BertForQuestionAnswering
 from bert.squad_eval import SquadError, check_gold, evaluate, format_result, load_dataset
 from bert.tokenization import FullTokenizer
-from common import distributed
+from common import cli, distributed
 from common.checkpoint import CheckpointError, save_atomic
 from common.config import parse_with_config
 from common.logging import Logger
@@ -60,8 +60,8 @@ CACHE_FORMAT = 1  # bump when the features change
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     add_finetune_args(p)
     s = p.add_argument_group("SQuAD")
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(resolve_precision(args, env.device), env.device)
+    prec = create_precision(args, env.device)
     version_2 = args.version_2_with_negative
     # Every input is read and checked before the first step.
     train_data = predict_data = None

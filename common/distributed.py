@@ -168,6 +168,34 @@ def _rendezvous_store(info: dict[str, Any], timeout: datetime.timedelta) -> dist
     return dist.PrefixStore(f"lm_recipes/attempt_{attempt}/", store)
 
 
+class DeviceError(ValueError):
+    """The requested device does not exist on this machine."""
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """`name` ("cpu", "cuda", "cuda:N") as a device this process can use; None picks
+    CUDA when a GPU is visible, else the CPU. Raises `DeviceError` with the reason."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError("not a device; use cpu or cuda") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise DeviceError("the recipes run on cpu or cuda")
+    if torch.version.cuda is None:
+        raise DeviceError(f"no CUDA device: this torch {torch.__version__} is a CPU build")
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        raise DeviceError(f"no CUDA device is visible{hint}; check the driver with nvidia-smi")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def init_distributed(
     device: str | None = None,
     backend: str | None = None,
@@ -175,18 +203,17 @@ def init_distributed(
 ) -> DistEnv:
     """Initialise the process group (if launched with several processes) and pick a device.
 
-    `device` is "cuda", "cpu" or None (CUDA when available). On CUDA each process
-    uses the GPU of its local rank.
+    `device` is "cuda", "cpu" or None (CUDA when available); `DeviceError` when this
+    machine has no such device. On CUDA each process uses the GPU of its local rank.
     """
     info = launch_info()
-    device_type = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but no CUDA device is visible")
+    try:
+        dev = resolve_device(device)
+    except DeviceError as exc:
+        raise DeviceError(f"--device {device}: {exc}") from None
+    if dev.type == "cuda":
         dev = torch.device("cuda", info["local_rank"] % torch.cuda.device_count())
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device(device_type)
 
     chosen_backend = None
     if info["world_size"] > 1:

@@ -29,30 +29,58 @@ class PrecisionError(ValueError):
     """The requested precision is unknown or not supported by the device."""
 
 
-def check_supported(mode: str, device: torch.device) -> None:
-    """Raise `PrecisionError` when `device` cannot train in `mode`."""
+def check_supported(
+    mode: str, device: torch.device, flag: str = "--math", typed: str | None = None
+) -> None:
+    """Raise `PrecisionError` when `device` cannot train in `mode`.
+
+    The message names the flag the user typed (`typed`, default "FLAG MODE", for
+    example "--fp16") and suggests values of `flag`, the entry point's precision flag.
+    """
+    typed = typed or f"{flag} {mode}"
     if mode not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}")
+        raise PrecisionError(f"{typed}: unknown precision; choose {flag} {' / '.join(PRECISIONS)}")
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         name = torch.cuda.get_device_name(device)
         if mode == "tf32" and major < 8:
             raise PrecisionError(
-                f"tf32 needs an Ampere or newer GPU (compute capability >= 8.0); "
-                f"{name} has {major}.{minor}. Use --math fp32 or fp16."
+                f"{typed}: TF32 needs an Ampere or newer GPU (compute capability >= 8.0); "
+                f"{name} has {major}.{minor}. Use {flag} fp32 or {flag} fp16."
             )
-        if mode == "bf16" and not torch.cuda.is_bf16_supported():
-            raise PrecisionError(f"bf16 is not supported on {name}. Use --math fp16 or fp32.")
+        if mode == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise PrecisionError(
+                f"{typed}: {name} has no native bf16. Use {flag} fp16 or {flag} fp32."
+            )
     elif device.type == "cpu":
         if mode == "fp16":
             raise PrecisionError(
-                "fp16 training needs a CUDA GPU (loss scaling and fp16 kernels); "
-                "on the CPU use --math bf16 or fp32."
+                f"{typed}: fp16 needs a CUDA GPU (fp16 kernels, loss scaling); "
+                f"on the CPU use {flag} bf16 or {flag} fp32."
             )
         if mode == "tf32":
-            raise PrecisionError("tf32 is a feature of NVIDIA GPUs; on the CPU use fp32 or bf16.")
+            raise PrecisionError(
+                f"{typed}: TF32 is a feature of NVIDIA GPUs; on the CPU use {flag} fp32 or "
+                f"{flag} bf16."
+            )
     elif mode != "fp32":
-        raise PrecisionError(f"precision {mode} is not supported on device type {device.type!r}")
+        raise PrecisionError(f"{typed}: not supported on device type {device.type!r}")
+
+
+def chosen_precision(
+    mode: str | None, shorthands: dict[str, bool], flag: str = "--precision"
+) -> tuple[str | None, str | None]:
+    """(mode, the flag as typed) from `flag MODE` and fp16 shorthands such as
+    {"--fp16": args.fp16, "--amp": args.amp}; (None, None) when none was given.
+
+    A shorthand with another `flag` value is a conflict, reported, never resolved.
+    """
+    given = [name for name, on in shorthands.items() if on]
+    if given and mode not in (None, "fp16"):
+        raise PrecisionError(f"{given[0]} conflicts with {flag} {mode}: give one of them")
+    if given:
+        return "fp16", given[0]
+    return mode, (f"{flag} {mode}" if mode else None)
 
 
 def set_matmul_precision(mode: str, device: torch.device) -> None:
@@ -137,10 +165,18 @@ class Precision:
     scaler: LossScaler | None = None
 
     @classmethod
-    def create(cls, mode: str, device: torch.device | str, **scaler_kwargs: Any) -> Precision:
-        """Validate `mode` for `device`, apply matmul settings, build the scaler for fp16."""
+    def create(
+        cls,
+        mode: str,
+        device: torch.device | str,
+        flag: str = "--math",
+        typed: str | None = None,
+        **scaler_kwargs: Any,
+    ) -> Precision:
+        """Validate `mode` for `device` (errors name `typed`, see `check_supported`),
+        apply matmul settings, build the scaler for fp16."""
         device = torch.device(device)
-        check_supported(mode, device)
+        check_supported(mode, device, flag, typed)
         set_matmul_precision(mode, device)
         scaler = LossScaler(device.type, **scaler_kwargs) if mode == "fp16" else None
         return cls(mode, device, scaler)

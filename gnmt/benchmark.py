@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from common import cli
 from common.benchmark import (
     LatencyRecorder,
     ThroughputMeter,
@@ -33,7 +34,7 @@ from common.benchmark import (
     write_json,
 )
 from common.logging import Logger
-from common.precision import Precision
+from common.precision import Precision, PrecisionError
 from gnmt.beam_search import SearchConfig, beam_search
 from gnmt.data import ParallelData, collate, pad
 from gnmt.model import GNMT, label_smoothed_loss
@@ -120,11 +121,11 @@ def bench_inference(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    p.add_argument(
+        "--math", type=cli.precisions_arg, default="fp32,bf16", help="comma-separated precisions"
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--math", default="fp32,bf16", help="comma-separated precisions")
     p.add_argument("--mode", default="train,infer", help="train, infer or both")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     m = p.add_argument_group("model (the recipe's by default)")
@@ -153,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    modes = args.mode.split(",")
-    maths = args.math.split(",")
+    maths, modes = args.math, args.mode.split(",")
+    try:
+        device = cli.device_for_precisions(args.device, maths)
+    except PrecisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     setting = {
         "device": device_name(device),
         "torch": torch.__version__,

@@ -42,6 +42,7 @@ from sacremoses import MosesTokenizer
 from subword_nmt.apply_bpe import BPE
 from subword_nmt.learn_bpe import learn_bpe
 
+from common import cli
 from common.atomic import atomic_write
 from common.logging import progress
 from common.parallel import map_chunks
@@ -385,8 +386,8 @@ def prepare(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     required = {"required": True, "default": argparse.SUPPRESS, "metavar": "PREFIX"}
     p.add_argument("--train", type=Path, help="raw training files PREFIX.{src,tgt}", **required)

@@ -11,11 +11,11 @@ writes train.{en,de}, dev.{en,de}, test.{en,de} (raw, detokenized text) and READ
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
 
+from common import cli
 from common.atomic import atomic_write
 
 # English noun -> (German noun, gender, German plural)
@@ -164,8 +164,8 @@ def generate(out_dir: Path, train: int, dev: int, test: int, seed: int = 1) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     p.add_argument("--out-dir", type=Path, default=Path("data/toy_en_de"))
     p.add_argument("--train", type=int, default=20000)

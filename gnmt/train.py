@@ -21,10 +21,10 @@ from pathlib import Path
 import sacrebleu
 import torch
 
-from common import distributed
+from common import cli, distributed
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.logging import Logger
-from common.precision import PRECISIONS, Precision
+from common.precision import PRECISIONS, Precision, PrecisionError
 from common.preemption import PreemptionGuard
 from common.schedules import build_gnmt_scheduler
 from gnmt import data
@@ -35,9 +35,7 @@ from gnmt.translate import translate_ids
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     d = p.add_argument_group("dataset")
     d.add_argument("--dataset-dir", type=Path, default=Path("data/wmt16_de_en"))
     d.add_argument("--src-lang", default="en")
@@ -69,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument(
         "--math", choices=PRECISIONS, default=None, help="default: fp16 on a GPU, fp32 on the CPU"
     )
-    t.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    t.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument(
@@ -157,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return train(args)
-    except (data.DataError, TokenizerError, CheckpointError, OSError) as exc:
+    except (
+        data.DataError,
+        TokenizerError,
+        CheckpointError,
+        PrecisionError,
+        distributed.DeviceError,
+        OSError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 

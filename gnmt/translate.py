@@ -23,9 +23,11 @@ from pathlib import Path
 import sacrebleu
 import torch
 
+from common import cli
 from common.atomic import atomic_write
 from common.benchmark import LatencyRecorder, markdown_table
 from common.checkpoint import CheckpointError
+from common.distributed import resolve_device
 from common.precision import PRECISIONS, Precision, PrecisionError
 from gnmt.beam_search import SearchConfig, beam_search
 from gnmt.data import DataError, length_sorted_batches, pad, read_lines
@@ -105,9 +107,7 @@ def positive_ints(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, required=True, help="our checkpoint or NVIDIA's")
     p.add_argument("--input", required=True, help="raw text file, or - for stdin")
     p.add_argument("--output", default=None, help="default INPUT.trans, stdout for stdin")
@@ -131,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--math", choices=PRECISIONS, default=None, help="default fp16 on GPU, else fp32"
     )
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument(
         "--warmup",
         type=int,
@@ -143,16 +143,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def translate(args: argparse.Namespace) -> None:
     """Everything `main` does; bad input raises DataError, CheckpointError, ..."""
-    # Inputs are checked before the model is loaded: a bad line costs no GPU time.
+    # Flags, then inputs, are checked before the model is loaded: no GPU time is lost.
+    device = resolve_device(args.device)
+    prec = Precision.create(args.math or ("fp16" if device.type == "cuda" else "fp32"), device)
     lines = read_input(args.input)
     refs = read_lines(args.reference) if args.reference else None
     if refs is not None and len(refs) != len(lines):
         raise DataError(f"{args.reference} has {len(refs)} lines, {args.input} has {len(lines)}")
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise PrecisionError("--device cuda was asked for, but no CUDA device is available")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    prec = Precision.create(args.math or ("fp16" if device.type == "cuda" else "fp32"), device)
     model, tokenizer = load_checkpoint(args.model, map_location=device)
     model = model.to(device).eval()
     if prec.mode in ("fp16", "bf16"):

@@ -31,6 +31,7 @@ import re
 import sys
 from pathlib import Path
 
+from common import cli
 from common.download import DownloadError, ExtractError, download_recorded, extract
 from gnmt.data import DataError
 from gnmt.prepare_data import atomic_output, check_text_file, prepare
@@ -200,8 +201,8 @@ def prepare_wmt16(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     p.add_argument("--data-dir", type=Path, default=Path("data/wmt16_de_en"), help="output")
     p.add_argument(

@@ -11,13 +11,14 @@ decayed matrices and undecayed vectors as the recipes do. Reports latency per st
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
+from common import cli
 from common.benchmark import LatencyRecorder, log_results, markdown_table, write_json
+from common.distributed import resolve_device
 from common.logging import Logger
 from common.optim import LAMB
 
@@ -54,12 +55,11 @@ def make_optimizer(name: str, params: list[torch.Tensor]) -> torch.optim.Optimiz
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", choices=sorted(CONFIGS), default="base")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument("--optimizers", default="lamb,adamw", help="comma-separated")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-file", type=Path, default=None, help="DLLogger output")
     args = p.parse_args(argv)
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     params = bert_shaped_parameters(args.config, device)
     n_params = sum(p.numel() for p in params)
     rows = []

@@ -19,7 +19,6 @@ name, replacing that device's previous section (other devices' sections stay).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -32,8 +31,10 @@ from typing import Any
 
 import torch
 
+from common import cli
 from common.atomic import atomic_write
 from common.benchmark import device_name, markdown_table, to_milliseconds, write_json
+from common.distributed import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_KEYS = ("tokens/s", "sentences/s", "sequences/s", "throughput")
@@ -175,10 +176,10 @@ def update_docs(path: Path, device: str, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if any")
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument("--models", default="gnmt,transformer_xl,bert", help="comma-separated")
     p.add_argument("--out-dir", type=Path, default=ROOT / "results" / "benchmark")
     p.add_argument("--docs", type=Path, default=None, help="also update this markdown file")
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         help="more arguments for one model's benchmark, e.g. gnmt='--steps 10'",
     )  # fmt: skip
     args = p.parse_args(argv)
-    kind = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = resolve_device(args.device).type
     device = device_name(torch.device(kind))
     extra = {}
     for item in args.extra:

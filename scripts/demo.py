@@ -9,7 +9,6 @@ and prints one summary line; outputs go to --out-dir.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import sacrebleu
 import torch
 
-from common import distributed
+from common import cli, distributed
 from common.checkpoint import load_checkpoint
 from common.logging import read_dllogger
 
@@ -302,8 +301,8 @@ PARTS: dict[str, Callable[[Path], str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     p.add_argument("--only", choices=sorted(PARTS), action="append", help="run only these parts")
     p.add_argument("--out-dir", type=Path, default=ROOT / "results" / "demo")

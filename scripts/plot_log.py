@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 if __package__ in (None, ""):  # run as `python scripts/plot_log.py`: find common/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import cli
 from common.atomic import atomic_write  # noqa: E402
 from common.logging import read_dllogger  # noqa: E402
 
@@ -140,7 +141,7 @@ def plot(groups: dict[str, Series], xlabel: str, out_dir: Path, title: str) -> l
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("log_file", type=Path, help="DLLogger log (DLLL lines)")

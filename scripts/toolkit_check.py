@@ -22,25 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import distributed
+from common import cli, distributed
 from common.checkpoint import Checkpointer, capture_training_state
 from common.logging import Logger
 from common.optim import LAMB
-from common.precision import PRECISIONS, Precision
+from common.precision import PRECISIONS, Precision, PrecisionError
 from common.preemption import PreemptionGuard
 from common.schedules import DECAYS, build_scheduler
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--steps", type=int, default=40, help="optimizer steps in all")
     p.add_argument("--batch-size", type=int, default=32, help="per-process micro-batch")
     p.add_argument("--accumulation", type=int, default=2, help="micro-batches per step")
     p.add_argument("--math", choices=PRECISIONS, default="fp32", help="numeric precision")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if any")
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-steps", type=int, default=5)
@@ -131,6 +130,14 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (PrecisionError, distributed.DeviceError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
     distributed.seed_everything(args.seed)  # identical initial weights on every rank
     prec = Precision.create(args.math, env.device)

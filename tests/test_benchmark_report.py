@@ -11,7 +11,8 @@ TINY = [
     "--beam-size 1 --infer-batches 1 --decode-len 3",
     "transformer_xl=--vocab_size 100 --batch_size 2 --tgt_len 4 --mem_len 4 --steps 1 "
     "--eval_tgt_len 4 --eval_mem_len 4 --infer_steps 1 --types pytorch",
-    "bert=--model tiny --mode inference --batch-size 1 --seq-len 16 --steps 1 --warmup 1",
+    "bert=--model tiny --mode inference --batch-size 1 --seq-len 16 --steps 1 --warmup 1 "
+    "--peak-size 128",
 ]
 
 

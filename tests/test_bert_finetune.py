@@ -166,7 +166,7 @@ def test_bf16_trains_on_the_cpu_and_fp16_is_a_clear_error(task, tmp_path, capsys
     parameters = [r["data"] for r in read_dllogger(tmp_path / "dllogger.json")][0]
     assert parameters["precision"] == "bf16"
     assert run_glue.main([*flags, "--fp16"]) == 1
-    assert capsys.readouterr().err.startswith("error: fp16 training needs a CUDA GPU")
+    assert capsys.readouterr().err.startswith("error: --fp16: fp16 needs a CUDA GPU")
 
 
 # --------------------------------------------------------------------------------- scripts

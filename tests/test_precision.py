@@ -3,12 +3,18 @@
 import pytest
 import torch
 
-from common.precision import LossScaler, Precision, PrecisionError
+from common.precision import (
+    LossScaler,
+    Precision,
+    PrecisionError,
+    check_supported,
+    chosen_precision,
+)
 from tests.helpers import requires_cuda
 
 
 def test_unknown_precision_is_an_error():
-    with pytest.raises(PrecisionError, match="unknown precision 'fp8'"):
+    with pytest.raises(PrecisionError, match="--math fp8: unknown precision"):
         Precision.create("fp8", "cpu")
 
 
@@ -110,3 +116,24 @@ def test_full_precision_mode_is_fp32_on_the_cpu():
     from common.precision import full_precision_mode
 
     assert full_precision_mode("cpu") == "fp32"
+
+
+def test_a_gpu_without_tf32_or_bf16_is_an_error_naming_the_flag(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    gpu = torch.device("cuda")
+    with pytest.raises(PrecisionError, match=r"^--precision tf32: TF32 needs an Ampere.*7\.0"):
+        check_supported("tf32", gpu, flag="--precision")
+    with pytest.raises(PrecisionError, match=r"^--bf16: Tesla V100 has no native bf16\. Use --m"):
+        check_supported("bf16", gpu, flag="--math", typed="--bf16")
+    check_supported("fp16", gpu)
+
+
+def test_fp16_shorthands_give_the_mode_and_the_flag_typed():
+    assert chosen_precision(None, {"--fp16": False, "--amp": False}) == (None, None)
+    assert chosen_precision("bf16", {"--fp16": False}) == ("bf16", "--precision bf16")
+    assert chosen_precision(None, {"--fp16": False, "--amp": True}) == ("fp16", "--amp")
+    assert chosen_precision("fp16", {"--fp16": True}) == ("fp16", "--fp16")
+    with pytest.raises(PrecisionError, match="--fp16 conflicts with --precision tf32"):
+        chosen_precision("tf32", {"--fp16": True})

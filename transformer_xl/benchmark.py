@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from common import cli
 from common.benchmark import (
     LatencyRecorder,
     ThroughputMeter,
@@ -33,7 +34,7 @@ from common.benchmark import (
 )
 from common.logging import Logger
 from common.optim import LAMB
-from common.precision import Precision
+from common.precision import Precision, PrecisionError
 from transformer_xl.eval import trace
 from transformer_xl.model import MemTransformerLM, init_weights
 
@@ -146,11 +147,11 @@ def bench_inference(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    p.add_argument(
+        "--math", type=cli.precisions_arg, default="fp32,bf16", help="comma-separated precisions"
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--math", default="fp32,bf16", help="comma-separated precisions")
     p.add_argument("--mode", default="train,infer", help="train, infer or both")
     p.add_argument("--model", choices=sorted(MODELS), default="small")
     p.add_argument("--vocab_size", type=int, default=WT103_VOCAB)
@@ -174,7 +175,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = cli.device_for_precisions(args.device, args.math)
+    except PrecisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     setting = {
         "device": device_name(device),
         "torch": torch.__version__,
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(" | ".join(f"{k} {v}" for k, v in setting.items()), flush=True)
     train_rows, infer_rows = [], []
     with Logger(args.log_file, stdout=False) as logger:
-        for math in args.math.split(","):
+        for math in args.math:
             prec = Precision.create(math, device)
             if "train" in args.mode:
                 row = {

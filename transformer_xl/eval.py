@@ -27,12 +27,18 @@ from typing import Any
 
 import torch
 
-from common import distributed
+from common import cli, distributed
 from common.benchmark import LatencyRecorder, percentiles, write_json
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
-from common.precision import PRECISIONS, Precision, full_precision_mode
+from common.precision import (
+    PRECISIONS,
+    Precision,
+    PrecisionError,
+    chosen_precision,
+    full_precision_mode,
+)
 from transformer_xl import data
 from transformer_xl.model import MemTransformerLM, load_checkpoint
 
@@ -40,9 +46,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wt103_base.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="logs and saved data")
     p.add_argument("--model", type=Path, default=None, help="default WORK_DIR/checkpoint_best.pt")
     p.add_argument("--data", type=Path, default=Path("data/wikitext-103"))
@@ -59,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1111)
     p.add_argument("--precision", choices=PRECISIONS, default=None, help="default fp32/tf32")
     p.add_argument("--fp16", action="store_true", help="same as --precision fp16")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument("--log_all_ranks", action="store_true")
     p.add_argument("--dllog_file", default="eval_log.json", help="in WORK_DIR")
     p.add_argument("--log_interval", type=int, default=10, help="segments between progress lines")
@@ -72,8 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save_torchscript", type=Path, default=None, help="write the traced model")
     p.add_argument("--load_torchscript", type=Path, default=None, help="run this traced model")
     args = parse_with_config(p, argv, DEFAULT_CONFIG, "eval")
-    if args.fp16:
-        args.precision = "fp16"
+    try:
+        args.precision, args.precision_flag = chosen_precision(
+            args.precision, {"--fp16": args.fp16}
+        )
+    except PrecisionError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -173,14 +181,26 @@ def score_manual(
 def main(argv: list[str] | None = None) -> int:
     try:
         return evaluate(parse_args(argv))
-    except (data.DataError, CheckpointError, ConfigError) as exc:
+    except (
+        data.DataError,
+        CheckpointError,
+        ConfigError,
+        PrecisionError,
+        distributed.DeviceError,
+        OSError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 
 
 def evaluate(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(args.precision or full_precision_mode(env.device), env.device)
+    prec = Precision.create(
+        args.precision or full_precision_mode(env.device),
+        env.device,
+        flag="--precision",
+        typed=args.precision_flag,
+    )
     distributed.seed_everything(args.seed)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(args.work_dir / args.dllog_file, all_ranks=args.log_all_ranks, stdout=False)

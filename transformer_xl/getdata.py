@@ -40,6 +40,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from common import cli
 from common.atomic import atomic_write, replace_durably
 from common.download import DownloadError, ExtractError, download_recorded, extract, name_url
 
@@ -279,8 +280,8 @@ def prepare(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets go")
     p.add_argument(

@@ -11,11 +11,11 @@ writes train.txt, valid.txt and test.txt (80/10/10 % of the articles) and a READ
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
 
+from common import cli
 from common.atomic import atomic_write
 
 FIRST = ["Anna", "Boris", "Clara", "David", "Elena", "Felix", "Greta", "Hugo", "Ida", "Jonas"]
@@ -73,8 +73,8 @@ def generate(out_dir: Path, articles: int = 400, seed: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    p = cli.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
     p.add_argument("--out-dir", type=Path, default=Path("data/toy_wt"))
     p.add_argument("--articles", type=int, default=400)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from common import distributed
+from common import cli, distributed
 from common.benchmark import ThroughputMeter
 from common.checkpoint import (
     Checkpointer,
@@ -39,7 +39,13 @@ from common.checkpoint import (
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
 from common.optim import LAMB
-from common.precision import PRECISIONS, Precision, full_precision_mode
+from common.precision import (
+    PRECISIONS,
+    Precision,
+    PrecisionError,
+    chosen_precision,
+    full_precision_mode,
+)
 from common.preemption import PreemptionGuard
 from common.schedules import ScheduledLR, build_scheduler
 from transformer_xl import data
@@ -50,14 +56,12 @@ CHAR_LEVEL = ("enwik8", "text8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     g = p.add_argument_group("general")
     g.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="results folder")
     g.add_argument("--precision", choices=PRECISIONS, default=None, help="default: fp32/tf32")
     g.add_argument("--fp16", action="store_true", help="same as --precision fp16")
-    g.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if any")
+    g.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     g.add_argument("--restart", type=Path, default=None, help="continue from this checkpoint")
     g.add_argument("--resume", action="store_true", help="continue from WORK_DIR's last one")
     g.add_argument("--log_all_ranks", action="store_true")
@@ -130,8 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     v.add_argument("--eval_batch_size", type=int, default=16)
     v.add_argument("--eval_max_steps", type=int, default=-1, help="-1: the whole split")
     args = parse_with_config(p, argv, DEFAULT_CONFIG, "train")
-    if args.fp16:
-        args.precision = "fp16"
+    try:
+        args.precision, args.precision_flag = chosen_precision(
+            args.precision, {"--fp16": args.fp16}
+        )
+    except PrecisionError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -309,14 +317,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         return train(args)
-    except (data.DataError, CheckpointError, ConfigError, OSError) as exc:
+    except (
+        data.DataError,
+        CheckpointError,
+        ConfigError,
+        PrecisionError,
+        distributed.DeviceError,
+        OSError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
 
 
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(args.precision or full_precision_mode(env.device), env.device)
+    prec = Precision.create(
+        args.precision or full_precision_mode(env.device),
+        env.device,
+        flag="--precision",
+        typed=args.precision_flag,
+    )
     if args.local_batch_size:
         args.batch_size = args.local_batch_size * env.world_size
     if args.batch_size % (env.world_size * args.batch_chunk):
