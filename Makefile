@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: help setup setup-test demo test test-fast lint format clean
+.PHONY: help setup setup-test demo test test-avx2 test-fast lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,8 +16,12 @@ setup-test:  ## install runtime and test dependencies
 demo: setup  ## the main job: short CPU runs on small bundled data, with their metrics
 	$(PYTHON) -m scripts.demo
 
-test: setup-test lint  ## lint, then the whole test suite (slow end-to-end tests included)
+test: setup-test lint  ## lint, the whole suite (slow tests included), then the AVX2 rerun
 	$(PYTHON) -m pytest
+	$(MAKE) test-avx2
+
+test-avx2:  ## the precision-sensitive tests again, as on a CPU with AVX2 only
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(PYTHON) -m pytest -m isa
 
 test-fast:  ## the suite without the slow end-to-end tests
 	$(PYTHON) -m pytest -m "not slow"

@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 
 from bert import benchmark
 from bert.model import BertConfig
@@ -36,12 +37,23 @@ def test_a_row_per_combination_with_throughput_and_ordered_latencies(tmp_path):
     assert len(logged) == len(result["rows"])
 
 
-def test_precisions_the_cpu_cannot_run_are_skipped_with_a_note(tmp_path, capsys):
-    result = run(tmp_path, "--seq-len", "8", "--batch-size", "1", "--math", "fp16,fp32,tf32")
-    printed = capsys.readouterr().out
-    assert "note: skipping fp16 on cpu" in printed and "note: skipping tf32 on cpu" in printed
-    assert [s["math"] for s in result["skipped"]] == ["fp16", "tf32"]
-    assert [r["math"] for r in result["rows"]] == ["fp32"]
+def test_a_precision_asked_for_that_the_cpu_cannot_run_is_an_error_before_any_timing(
+    tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, "--seq-len", "8", "--batch-size", "1", "--math", "fp32,fp16")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--math fp16: fp16 needs a CUDA GPU" in err
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_the_default_precisions_skip_what_the_device_cannot_run_with_a_note():
+    ok, skipped = benchmark.runnable_precisions(
+        ["fp32", "tf32", "fp16", "bf16"], torch.device("cpu")
+    )
+    assert ok == ["fp32", "bf16"]
+    assert [s["math"] for s in skipped] == ["tf32", "fp16"]
 
 
 def test_table_has_the_seed_columns(tmp_path, capsys):

@@ -81,6 +81,6 @@ def test_fp16_on_the_cpu_names_the_flag_as_typed(module, spelling):
     "module", ["transformer_xl.train", "transformer_xl.eval", "bert.run_glue", "bert.run_squad",
                "bert.run_pretraining"],
 )  # fmt: skip
-def test_fp16_shorthand_with_another_precision_is_a_conflict(module):
+def test_fp16_shorthand_with_another_mode_is_a_conflict(module):
     line = one_line_error(module, [*ENTRY_POINTS[module], "--fp16", "--precision", "bf16"])
     assert "--fp16 conflicts with --precision bf16" in line
