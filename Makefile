@@ -2,10 +2,12 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: help setup setup-test demo test test-avx2 test-fast lint format clean
+.PHONY: help setup setup-test demo test test-avx2 test-fast gpu-check lint format clean
+
+GPU_CHECK_OUT ?= results/gpu_check
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 setup:  ## install runtime dependencies (keeps an installed torch)
 	bash scripts/setup.sh runtime
@@ -25,6 +27,9 @@ test-avx2:  ## the precision-sensitive tests again, as on a CPU with AVX2 only
 
 test-fast:  ## the suite without the slow end-to-end tests
 	$(PYTHON) -m pytest -m "not slow"
+
+gpu-check:  ## every GPU path in under 8 minutes on one GPU; report in GPU_CHECK_OUT
+	$(PYTHON) -m scripts.gpu_check --out-dir $(GPU_CHECK_OUT)
 
 lint:  ## ruff lint and format check
 	$(PYTHON) -m ruff check .
