@@ -16,6 +16,7 @@ Asking for something the device cannot do is a `PrecisionError`, never a silent 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,13 @@ def chosen_precision(
     if given:
         return "fp16", given[0]
     return mode, (f"{flag} {mode}" if mode else None)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 on this CPU's own units (AVX-512 and newer; it honours
+    ONEDNN_MAX_CPU_ISA). Elsewhere bf16 matrix products are emulated, many times
+    slower than fp32 (docs/PERFORMANCE.md)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def set_matmul_precision(mode: str, device: torch.device) -> None:
@@ -177,6 +185,12 @@ class Precision:
         apply matmul settings, build the scaler for fp16."""
         device = torch.device(device)
         check_supported(mode, device, flag, typed)
+        if mode == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn(
+                "bf16 on this CPU (no AVX-512) is emulated: expect it many times slower than "
+                "fp32 (docs/PERFORMANCE.md); it is correct, but fp32 is the fast choice here",
+                stacklevel=2,
+            )
         set_matmul_precision(mode, device)
         scaler = LossScaler(device.type, **scaler_kwargs) if mode == "fp16" else None
         return cls(mode, device, scaler)

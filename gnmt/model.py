@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from common.checkpoint import FORMAT, CheckpointError, read_torch_file, strip_prefixes
+from common.precision import cpu_has_native_bf16
 from gnmt.tokenizer import PAD, Tokenizer, TokenizerError
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer (h, c), each [1, B, H]
@@ -54,9 +55,8 @@ class GNMTConfig:
 
 @functools.cache
 def _cpu_has_bf16_rnn() -> bool:
-    """Whether oneDNN has a bf16 LSTM here (AVX-512 and newer; it honours
-    ONEDNN_MAX_CPU_ISA, so an AVX2 limit reads as an AVX2-only CPU)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether oneDNN has a bf16 LSTM here: where the CPU has native bf16."""
+    return cpu_has_native_bf16()
 
 
 def run_lstm(

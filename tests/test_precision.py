@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from common import precision
 from common.precision import (
     LossScaler,
     Precision,
@@ -137,3 +138,11 @@ def test_fp16_shorthands_give_the_mode_and_the_flag_typed():
     assert chosen_precision("fp16", {"--fp16": True}) == ("fp16", "--fp16")
     with pytest.raises(PrecisionError, match="--fp16 conflicts with --precision tf32"):
         chosen_precision("tf32", {"--fp16": True})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(native, monkeypatch, recwarn):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    Precision.create("bf16", "cpu")
+    emulated = [w for w in recwarn if "is emulated" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
