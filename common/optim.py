@@ -101,6 +101,7 @@ class LAMB(torch.optim.Optimizer):
             return loss
 
         global_norm = self._global_grad_norm(all_grads)
+        self.grad_norm = global_norm.detach()  # before clipping, for logging (device tensor)
         use_apex = self._apex is not None and all(g.is_cuda for g in all_grads)
         if self.max_grad_norm > 0 and not use_apex:
             # Divide by n/max when n > max, else by 1; kept on the device (no host sync).

@@ -123,8 +123,9 @@ class LossScaler:
     growth_factor: float = 2.0
     backoff_factor: float = 0.5
     growth_interval: int = 2000
-    skipped_steps: int = 0
+    skipped_before: int = 0  # skipped in earlier runs of a resumed job
     _scaler: torch.amp.GradScaler = field(init=False, repr=False)
+    _skipped: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._scaler = torch.amp.GradScaler(
@@ -145,23 +146,34 @@ class LossScaler:
     def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
         self._scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Step unless gradients overflowed; update the scale. Returns True if stepped."""
-        before = self._scaler.get_scale()
+    def step_skipped(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Step unless gradients overflowed and update the scale, without waiting for the
+        device. Returns 1.0 (a device tensor) when the step was skipped, else 0.0."""
+        before = self._scaler._scale.clone()
         self._scaler.step(optimizer)
         self._scaler.update()
         # The scaler only ever lowers the scale on an overflow, so a drop means a skip.
-        stepped = self._scaler.get_scale() >= before
-        if not stepped:
-            self.skipped_steps += 1
-        return stepped
+        skipped = (self._scaler._scale < before).float().reshape(())
+        self._skipped = skipped if self._skipped is None else self._skipped + skipped
+        return skipped
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step unless gradients overflowed; update the scale. Returns True if stepped
+        (reading the answer waits for the device: loops use `step_skipped`)."""
+        return not bool(self.step_skipped(optimizer).item())
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped so far (reads the device counter: call at log time)."""
+        counted = int(self._skipped.item()) if self._skipped is not None else 0
+        return self.skipped_before + counted
 
     def state_dict(self) -> dict[str, Any]:
         return {"scaler": self._scaler.state_dict(), "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._scaler.load_state_dict(state["scaler"])
-        self.skipped_steps = int(state["skipped_steps"])
+        self.skipped_before, self._skipped = int(state["skipped_steps"]), None
 
 
 @dataclass
@@ -223,6 +235,13 @@ class Precision:
             return self.scaler.step(optimizer)
         optimizer.step()
         return True
+
+    def step_skipped(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """`step` without waiting for the device: 1.0 (a tensor) if fp16 skipped it."""
+        if self.scaler:
+            return self.scaler.step_skipped(optimizer)
+        optimizer.step()
+        return torch.zeros(())
 
     @property
     def loss_scale(self) -> float:

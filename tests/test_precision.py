@@ -81,7 +81,7 @@ def test_loss_scaler_skips_overflowing_step_and_backs_off():
 
 def test_loss_scaler_state_round_trip():
     scaler = LossScaler("cpu", init_scale=64.0)
-    scaler.skipped_steps = 3
+    scaler.skipped_before = 3
     other = LossScaler("cpu")
     other.load_state_dict(scaler.state_dict())
     assert other.scale == 64.0 and other.skipped_steps == 3
