@@ -26,10 +26,13 @@ class PreemptionGuard:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in signals}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
         if self.received is None:
+            again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
             print(
                 f"received {signal.Signals(signum).name}: saving a checkpoint at the end of "
-                "this step, then exiting",
+                f"this step, then exiting{again}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +24,12 @@ from torch import nn
 from common import cli, distributed
 from common.checkpoint import Checkpointer, capture_training_state
 from common.logging import Logger
+from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import PRECISIONS, Precision, PrecisionError
-from common.preemption import PreemptionGuard
+from common.run_control import RunControl
 from common.schedules import DECAYS, build_scheduler
+from common.step import OptimizerStep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -172,67 +173,56 @@ def run(args: argparse.Namespace) -> int:
             best = state["extra"]["best_val_loss"]
             logger.log("PARAMETER", {"resumed_from_step": step})
 
-    guard = PreemptionGuard()
     stream = batches(args.train_size, args.batch_size, args.seed, env, epoch, start)
-    samples_per_step = args.batch_size * args.accumulation * env.world_size
-    tic, timed_steps = time.perf_counter(), 0
-    while step < args.steps:
-        loss_sum = torch.zeros((), device=env.device)
-        for micro in range(args.accumulation):
-            epoch, index, ids = next(stream)
-            with distributed.no_sync(model, enabled=micro < args.accumulation - 1):
+    train_step = OptimizerStep(model, optimizer, prec, scheduler)  # LAMB clips inside
+    window = MetricsWindow(unit="samples", device=env.device)
+    position = {"epoch": epoch, "batch": start}
+
+    def save() -> None:
+        """Score the validation set, then checkpoint (`_best` when it is the best yet)."""
+        nonlocal best
+        val_loss, val_acc = evaluate(model, val_x, val_y, prec)
+        logger.log(step, {"val_loss": val_loss, "val_accuracy": val_acc})
+        is_best, best = val_loss < best, min(best, val_loss)
+        state = capture_training_state(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            precision=prec,
+            step=step,
+            data_position=position,
+            extra={"best_val_loss": best},
+        )
+        path = checkpointer.save(state, step, is_best=is_best)
+        if path is not None:
+            print(f"saved checkpoint {path} (step {step})", flush=True)
+
+    max_steps = min(args.steps, args.stop_at or args.steps)
+    with RunControl(
+        save, step, max_steps=max_steps, save_every=args.save_every, agree_every=args.print_freq
+    ) as run:
+        while run.reason is None:
+            micro = [next(stream) for _ in range(args.accumulation)]
+            for _, _, ids in train_step.micro_batches(micro):
                 with prec.autocast():
-                    loss = F.cross_entropy(model(train_x[ids]), train_y[ids]) / args.accumulation
-                prec.backward(loss)
-            loss_sum += loss.detach()
-        prec.unscale_(optimizer)  # LAMB clips the true gradients
-        prec.step(optimizer)
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step, timed_steps = step + 1, timed_steps + 1
-        position = {"epoch": epoch, "batch": index + 1}
+                    loss = F.cross_entropy(model(train_x[ids]), train_y[ids])
+                train_step.backward(loss / args.accumulation)
+            result = train_step.finish()
+            step += 1
+            epoch, index, _ = micro[-1]
+            position = {"epoch": epoch, "batch": index + 1}
+            window.add_step(result, items=args.batch_size * args.accumulation)
 
-        if step % args.print_freq == 0 or step == args.steps:
-            elapsed = time.perf_counter() - tic
-            logger.log(
-                step,
-                {
-                    "loss": distributed.all_reduce_mean(loss_sum).item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "samples/s": timed_steps * samples_per_step / elapsed,
-                    "loss_scale": prec.loss_scale,
-                    "skipped_steps": prec.skipped_steps,
-                },
-            )
-            tic, timed_steps = time.perf_counter(), 0
-
-        stop = guard.should_stop() or step == args.stop_at
-        if step % args.save_every == 0 or step == args.steps or stop:
-            val_loss, val_acc = evaluate(model, val_x, val_y, prec)
-            is_best = val_loss < best
-            best = min(best, val_loss)
-            state = capture_training_state(
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                precision=prec,
-                step=step,
-                data_position=position,
-                extra={"best_val_loss": best},
-            )
-            path = checkpointer.save(state, step, is_best=is_best)
-            logger.log(step, {"val_loss": val_loss, "val_accuracy": val_acc})
-            if path is not None:
-                print(f"saved checkpoint {path} (step {step})", flush=True)
-        if stop:
+            if step % args.print_freq == 0 or step == args.steps:
+                logger.log(step, window.line(prec))
+            run.after_step(step)
+        if run.reason == "signal" or step == args.stop_at:
             print(f"stopped at step {step}; continue with --resume", flush=True)
-            break
 
     if step == args.steps:
         val_loss, val_acc = evaluate(model, val_x, val_y, prec)
         logger.log((), {"final_val_loss": val_loss, "final_val_accuracy": val_acc, "steps": step})
     logger.close()
-    guard.close()
     distributed.cleanup()
     return 0
 

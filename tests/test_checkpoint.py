@@ -3,9 +3,11 @@
 import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +261,29 @@ def test_two_processes_run_under_a_process_group_without_a_cpu_backend(tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 6
     logged = [r for r in read_dllogger(tmp_path / "log.json") if "loss" in r["data"]]
     assert [r["step"] for r in logged] == list(range(1, 7))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    """The ranks agree on a stop signal every --print-freq steps (no per-step host sync):
+    a SIGTERM that reaches one worker only still stops both at that agreement step, each
+    saving its part."""
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+              str(distributed.free_port()), "-m", "scripts.toolkit_check"]  # fmt: skip
+    args = ["--steps", "100000", "--save-every", "100000", "--print-freq", "5", "--device",
+            "cpu", "--save-dir", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, *launch, *args], cwd=ROOT, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("step 5 "):
+            break
+    workers = sorted(int(c) for c in (Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                                      .read_text().split()))  # fmt: skip
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    stopped = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert stopped["step"] % 5 == 0 and stopped["step"] > 5
+    assert set(re.findall(r"stopped at step (\d+);", out)) == {str(stopped["step"])}
+    assert len(stopped["rng"]) == 2  # both ranks took part in the save
