@@ -24,9 +24,11 @@ import torch
 from common import cli, distributed
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.logging import Logger
+from common.metrics import MetricsWindow
 from common.precision import PRECISIONS, Precision, PrecisionError
-from common.preemption import PreemptionGuard
+from common.run_control import RunControl
 from common.schedules import build_gnmt_scheduler
+from common.step import OptimizerStep
 from gnmt import data
 from gnmt.beam_search import SearchConfig
 from gnmt.model import GNMT, config_dict, label_smoothed_loss
@@ -267,121 +269,83 @@ def train(args: argparse.Namespace) -> int:
         if path:
             print(f"saved checkpoint {path} (step {step})", flush=True)
 
-    guard = PreemptionGuard()
-    stop_reason = None
-    while epoch < args.epochs and stop_reason is None:
-        ddp_model.train()
-        epoch_start, epoch_tokens, epoch_sents = time.perf_counter(), 0, 0
-        window_start, window_tokens, window_loss, window_tok_n = time.perf_counter(), 0, 0.0, 0
-        stream = data.train_batches(
-            train,
-            args.train_batch_size,
-            env.world_size,
-            env.rank,
-            args.seed,
-            epoch,
-            next_batch,
-            args.num_buckets,
-        )
-        # Only whole steps: a trailing partial accumulation is dropped.
-        last_index = steps_per_epoch * accumulation
-        while next_batch < last_index:
-            loss_sum = torch.zeros((), device=env.device)
-            nll_sum = torch.zeros((), device=env.device)
-            tokens = torch.zeros((), device=env.device)
-            for micro in range(accumulation):
-                next_batch, batch = next(stream)
-                next_batch += 1
-                batch = batch.to(env.device)
-                with distributed.no_sync(ddp_model, enabled=micro < accumulation - 1):
+    train_step = OptimizerStep(ddp_model, optimizer, prec, scheduler, clip_norm=args.grad_clip)
+    window = MetricsWindow(unit="tokens", device=env.device)
+    per_sentence = global_batch / env.world_size  # losses are sums: average per sentence
+    target_reached = False
+    with RunControl(
+        save, step, max_steps=args.max_steps or None, save_every=args.save_freq,
+        agree_every=args.print_freq,
+    ) as run:  # fmt: skip
+        while epoch < args.epochs and run.reason is None and not target_reached:
+            ddp_model.train()
+            epoch_start, epoch_tokens, epoch_sents = time.perf_counter(), 0, 0
+            stream = data.train_batches(
+                train, args.train_batch_size, env.world_size, env.rank, args.seed, epoch,
+                next_batch, args.num_buckets,
+            )  # fmt: skip
+            # Only whole steps: a trailing partial accumulation is dropped.
+            last_index = steps_per_epoch * accumulation
+            while next_batch < last_index:
+                micro = [next(stream) for _ in range(accumulation)]
+                next_batch = micro[-1][0] + 1
+                for _, batch in train_step.micro_batches(micro):
+                    batch = batch.to(env.device)
                     with prec.autocast():
                         logits = ddp_model(batch.src, batch.src_lengths, batch.tgt_input)
                     loss, nll = label_smoothed_loss(logits, batch.tgt_output, args.smoothing)
-                    # Sum over sentences, averaged per sentence of the global batch.
-                    prec.backward(loss / (global_batch / env.world_size))
-                loss_sum += loss.detach()
-                nll_sum += nll.detach()
-                tokens += (batch.tgt_output != 0).sum()
-                epoch_tokens += batch.tokens
-                window_tokens += batch.tokens
-                epoch_sents += batch.src.size(0)
-            prec.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            prec.step(optimizer)
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window_loss += nll_sum.item()
-            window_tok_n += int(tokens.item())
+                    train_step.backward(loss / per_sentence)
+                    window.add("nll/tok", nll, weight=(batch.tgt_output != 0).sum())
+                result = train_step.finish()
+                step += 1
+                tokens = sum(batch.tokens for _, batch in micro)
+                epoch_tokens += tokens
+                epoch_sents += sum(batch.src.size(0) for _, batch in micro)
+                window.add_step(result, items=tokens)
+                if step % args.print_freq == 0:
+                    values = window.line(prec)
+                    values["ppl"] = math.exp(min(values["nll/tok"], 50))
+                    logger.log((epoch, step), values)
+                if run.after_step(step):
+                    break
 
-            if step % args.print_freq == 0:
-                elapsed = time.perf_counter() - window_start
-                tok_s = distributed.all_reduce_sum(window_tokens / elapsed).item()
-                nll_tok = window_loss / max(window_tok_n, 1)
-                logger.log(
-                    (epoch, step),
-                    {
-                        "loss/tok": nll_tok,
-                        "ppl": math.exp(min(nll_tok, 50)),
-                        "lr": scheduler.get_last_lr()[0],
-                        "tok/s": tok_s,
-                        "loss_scale": prec.loss_scale,
-                        "skipped_steps": prec.skipped_steps,
-                    },
-                )
-                window_start, window_tokens, window_loss, window_tok_n = (
-                    time.perf_counter(),
-                    0,
-                    0.0,
-                    0,
-                )
-            if step % args.save_freq == 0:
-                save()
-            if guard.should_stop():
-                stop_reason = "signal"
-            elif args.max_steps and step >= args.max_steps:
-                stop_reason = "max_steps"
-            if stop_reason:
+            if run.reason == "signal":
+                print(f"stopped at step {step}; continue with --resume", flush=True)
                 break
-
-        if stop_reason == "signal":
-            save()
-            print(f"stopped at step {step}; continue with --resume", flush=True)
-            break
-        epoch_time = time.perf_counter() - epoch_start
-        totals = distributed.all_reduce_sum([epoch_tokens, epoch_sents])
-        summary = {
-            "train_time_s": epoch_time,
-            "sent/s": totals[1].item() / epoch_time,
-            "tok/s": totals[0].item() / epoch_time,
-        }
-        print(
-            f"training time for epoch {epoch + 1}: {epoch_time / 60:.2f} mins "
-            f"({summary['sent/s']:.2f} sent/sec, {summary['tok/s']:.2f} tokens/sec)",
-            flush=True,
-        )
-        is_best = False
-        if args.eval:
-            ddp_model.eval()
-            bleu, eval_time, eval_tokens = evaluate_bleu(
-                model, tokenizer, test_src, test_ref, args, env, prec
-            )
-            summary.update({"bleu": bleu, "eval_time_s": eval_time})
+            epoch_time = time.perf_counter() - epoch_start
+            totals = distributed.all_reduce_sum([epoch_tokens, epoch_sents]).tolist()
+            summary = {
+                "train_time_s": epoch_time,
+                "sent/s": totals[1] / epoch_time,
+                "tok/s": totals[0] / epoch_time,
+            }
             print(
-                f"eval time for epoch {epoch + 1}: {eval_time / 60:.2f} mins "
-                f"({len(test_src) / eval_time:.2f} sent/sec, "
-                f"{eval_tokens * env.world_size / eval_time:.2f} tokens/sec)",
+                f"training time for epoch {epoch + 1}: {epoch_time / 60:.2f} mins "
+                f"({summary['sent/s']:.2f} sent/sec, {summary['tok/s']:.2f} tokens/sec)",
                 flush=True,
             )
-            print(f"test BLEU after epoch {epoch + 1}: {bleu:.2f}", flush=True)
-            is_best = bleu > best_bleu
-            best_bleu = max(best_bleu, bleu)
-            if args.target_bleu is not None and bleu >= args.target_bleu:
-                stop_reason = "target_bleu"
-        logger.log((epoch + 1,), summary)
-        if next_batch >= last_index:
-            epoch, next_batch = epoch + 1, 0
-        save(is_best)
+            is_best = False
+            if args.eval:
+                ddp_model.eval()
+                bleu, eval_time, eval_tokens = evaluate_bleu(
+                    model, tokenizer, test_src, test_ref, args, env, prec
+                )
+                summary.update({"bleu": bleu, "eval_time_s": eval_time})
+                print(
+                    f"eval time for epoch {epoch + 1}: {eval_time / 60:.2f} mins "
+                    f"({len(test_src) / eval_time:.2f} sent/sec, "
+                    f"{eval_tokens * env.world_size / eval_time:.2f} tokens/sec)",
+                    flush=True,
+                )
+                print(f"test BLEU after epoch {epoch + 1}: {bleu:.2f}", flush=True)
+                is_best = bleu > best_bleu
+                best_bleu = max(best_bleu, bleu)
+                target_reached = args.target_bleu is not None and bleu >= args.target_bleu
+            logger.log((epoch + 1,), summary)
+            if next_batch >= last_index:
+                epoch, next_batch = epoch + 1, 0
+            run.save(is_best=is_best)
+    stop_reason = "target_bleu" if target_reached else run.reason
 
     logger.log(
         (),
@@ -392,7 +356,6 @@ def train(args: argparse.Namespace) -> int:
         },
     )
     logger.close()
-    guard.close()
     distributed.cleanup()
     return 0
 

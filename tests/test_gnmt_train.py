@@ -112,9 +112,9 @@ def test_epochs_are_summarised_evaluated_and_checkpointed(
     assert final["steps"] == 2 * steps_per_epoch
     assert (tmp_path / "model_last.pth").is_file() and (tmp_path / "model_best.pth").is_file()
     losses = [
-        r["data"]["loss/tok"]
+        r["data"]["nll/tok"]
         for r in read_dllogger(tmp_path / "log.json")
-        if "loss/tok" in r.get("data", {})
+        if "nll/tok" in r.get("data", {})
     ]
     assert losses[-1] < losses[0]
 
