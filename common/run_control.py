@@ -95,6 +95,7 @@ class RunControl:
             self.reason = "max_steps"
         elif self.agreed_signal(step):
             self.reason = "signal"
-        if self.reason == "signal" or (self.save_every and step % self.save_every == 0):
+        due = self.reason == "signal" or (self.save_every and step % self.save_every == 0)
+        if due and self.last_saved != step:
             self.save()
         return self.reason is not None

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from common import cli, distributed
-from common.benchmark import ThroughputMeter
 from common.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -38,6 +37,7 @@ from common.checkpoint import (
 )
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
+from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import (
     PRECISIONS,
@@ -46,8 +46,9 @@ from common.precision import (
     chosen_precision,
     full_precision_mode,
 )
-from common.preemption import PreemptionGuard
+from common.run_control import RunControl
 from common.schedules import ScheduledLR, build_scheduler
+from common.step import OptimizerStep
 from transformer_xl import data
 from transformer_xl.model import MemTransformerLM, init_weights, model_config
 
@@ -431,11 +432,10 @@ def train(args: argparse.Namespace) -> int:
             say("warning: no saved memories for this step; continuing with empty memories")
         say(f"resumed at step {step} (epoch {epoch}, batch {next_batch})")
 
-    last_saved = step
+    best_pending = False  # the last evaluation was the best: the next save is `_best`
 
-    def save(is_best: bool = False) -> None:
-        nonlocal last_saved
-        last_saved = step
+    def save() -> None:
+        nonlocal best_pending
         save_mems(args.work_dir, env.rank, step, mems)
         extra = {
             "model_config": model_config(model),
@@ -453,119 +453,94 @@ def train(args: argparse.Namespace) -> int:
             data_position={"epoch": epoch, "batch": next_batch},
             extra=extra,
         )
-        checkpointer.save(st, step, is_best=is_best)
+        checkpointer.save(st, step, is_best=best_pending)
+        best_pending = False
 
     save_interval = args.save_interval or args.eval_interval
-    guard = PreemptionGuard()
-    meter = ThroughputMeter(warmup_steps=min(10, max(args.max_step // 10, 1)), device=env.device)
+    train_step = OptimizerStep(
+        ddp_model, optimizer, prec, scheduler, clip_norm=args.clip, clip_params=clipped
+    )
+    window = MetricsWindow(unit="tokens", device=env.device)
+    timed = {"tokens": 0.0, "seconds": 0.0, "windows": 0}  # the first window is warm-up
     run_start = time.perf_counter()
-    window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "tokens": 0}
     eval_count = 0
-    stop: str | None = "max_step" if step >= args.max_step else None
-    ddp_model.train()
-    while stop is None:
-        iterator = corpus.iterator(
-            "train",
-            args.batch_size,
-            args.tgt_len,
-            device=env.device,
-            ext_len=args.ext_len,
-            world_size=env.world_size,
-            rank=env.rank,
-            roll=args.roll,
-            varlen=args.varlen,
-            seed=args.seed,
-            epoch=epoch,
-            start=next_batch,
-        )
-        n_batch = iterator.n_batch
-        for inp, target, seq_len in iterator:
-            meter.start()
-            loss_sum = torch.zeros((), device=env.device)
-            for c, (inp_c, tgt_c) in enumerate(
-                zip(inp.chunk(args.batch_chunk, 1), target.chunk(args.batch_chunk, 1), strict=True)
-            ):
-                with distributed.no_sync(ddp_model, enabled=c < args.batch_chunk - 1):
+    with RunControl(
+        save, step, max_steps=args.max_step, save_every=save_interval,
+        agree_every=args.log_interval,
+    ) as run:  # fmt: skip
+        ddp_model.train()
+        while run.reason is None:
+            iterator = corpus.iterator(
+                "train", args.batch_size, args.tgt_len, device=env.device, ext_len=args.ext_len,
+                world_size=env.world_size, rank=env.rank, roll=args.roll, varlen=args.varlen,
+                seed=args.seed, epoch=epoch, start=next_batch,
+            )  # fmt: skip
+            n_batch = iterator.n_batch
+            for inp, target, seq_len in iterator:
+                pieces = (inp.chunk(args.batch_chunk, 1), target.chunk(args.batch_chunk, 1))
+                chunks = list(zip(*pieces, strict=True))
+                for c, (inp_c, tgt_c) in enumerate(train_step.micro_batches(chunks)):
                     with prec.autocast():
                         loss, mems[c] = ddp_model(inp_c, tgt_c, mems[c])
-                    loss = loss.float().mean() / args.batch_chunk
-                    prec.backward(loss)
-                loss_sum += loss.detach()
-            prec.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(clipped, args.clip)
-            prec.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            next_batch += 1
-            meter.update(seq_len * local_batch)
-            window["loss"] += loss_sum.item()
-            window["steps"] += 1
-            window["tokens"] += seq_len * args.batch_size
+                    train_step.backward(loss.float().mean() / args.batch_chunk)
+                result = train_step.finish()
+                step += 1
+                next_batch += 1
+                window.add_step(result, items=seq_len * local_batch)
 
-            if step % args.log_interval == 0:
-                elapsed = time.perf_counter() - window["start"]
-                train_loss = distributed.all_reduce_mean(window["loss"] / window["steps"]).item()
-                lr = optimizer.param_groups[0]["lr"]
-                ms = elapsed * 1000 / window["steps"]
-                tok_s = window["tokens"] / elapsed
-                say(
-                    f"| epoch {epoch:3d} step {step:>8d} | batches {next_batch:>6d} / {n_batch:d} "
-                    f"| lr {lr:.3e} | ms/batch {ms:5.1f} | tok/s {tok_s:7.0f} "
-                    f"| loss {train_loss:5.2f} | {quality(args.dataset, train_loss)}"
-                )
-                logger.log(
-                    (epoch, step),
-                    {
-                        "train_loss": train_loss,
-                        "lr": lr,
-                        "ms/batch": ms,
-                        "tokens/s": tok_s,
-                        "loss_scale": prec.loss_scale,
-                        "skipped_steps": prec.skipped_steps,
-                    },
-                )
-                window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "tokens": 0}
+                if step % args.log_interval == 0:
+                    steps_in_window = window.steps
+                    values = window.line(prec)
+                    timed["windows"] += 1
+                    if timed["windows"] > 1:
+                        seconds = values["step_ms"] * steps_in_window / 1000
+                        timed["tokens"] += values["tokens/s"] * seconds
+                        timed["seconds"] += seconds
+                    say(
+                        f"| epoch {epoch:3d} step {step:>8d} | batches {next_batch:>6d} / "
+                        f"{n_batch:d} | lr {values['lr']:.3e} | ms/batch {values['step_ms']:5.1f} "
+                        f"| tok/s {values['tokens/s']:7.0f} | loss {values['loss']:5.2f} | "
+                        f"{quality(args.dataset, values['loss'])}"
+                    )
+                    logger.log((epoch, step), values)
 
-            evaluated = False
-            if not args.no_eval and step % args.eval_interval == 0:
-                eval_count += 1
-                start = time.perf_counter()
-                val = evaluate(model, corpus, "valid", args, env, prec, args.eval_max_steps)
-                say("-" * 100)
-                say(
-                    f"| Eval {eval_count:3d} at step {step:>8d} | time: "
-                    f"{time.perf_counter() - start:5.2f}s | valid loss {val:5.2f} | "
-                    f"{quality(args.dataset, val, 'valid')}"
-                )
-                say("-" * 100)
-                logger.log((epoch, step), {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))})
-                if plateau:
-                    plateau.update(val)
-                is_best = val < best_val
-                best_val = min(best_val, val)
-                save(is_best)
-                evaluated = True
-            if guard.should_stop():
-                if not evaluated:
-                    save()
-                say(f"stopped by a signal at step {step}; continue with --resume")
-                stop = "signal"
-                break
-            if step % save_interval == 0 and not evaluated:
-                save()
-            if step >= args.max_step:
-                stop = "max_step"
-                break
-        else:
-            epoch, next_batch = epoch + 1, 0
+                if not args.no_eval and step % args.eval_interval == 0:
+                    eval_count += 1
+                    start = time.perf_counter()
+                    val = evaluate(model, corpus, "valid", args, env, prec, args.eval_max_steps)
+                    say("-" * 100)
+                    say(
+                        f"| Eval {eval_count:3d} at step {step:>8d} | time: "
+                        f"{time.perf_counter() - start:5.2f}s | valid loss {val:5.2f} | "
+                        f"{quality(args.dataset, val, 'valid')}"
+                    )
+                    say("-" * 100)
+                    logger.log(
+                        (epoch, step), {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))}
+                    )
+                    if plateau:
+                        plateau.update(val)
+                    best_pending = val < best_val
+                    best_val = min(best_val, val)
+                    run.save()
+                if run.after_step(step):
+                    break
+            else:
+                epoch, next_batch = epoch + 1, 0
+    if window.steps:  # steps since the last log line (a collective: every rank is here)
+        steps_in_window = window.steps
+        values = window.line(prec)
+        if not timed["seconds"]:  # a run shorter than two log intervals
+            timed["seconds"] = values["step_ms"] * steps_in_window / 1000
+            timed["tokens"] = values["tokens/s"] * timed["seconds"]
+    if run.reason == "signal":
+        say(f"stopped by a signal at step {step}; continue with --resume")
+    stop = run.reason
     train_time = time.perf_counter() - run_start
 
-    if last_saved != step:
-        save()  # the end of a run is always resumable
     passed = True
     if stop != "signal":
-        throughput = meter.throughput * env.world_size if meter.steps else 0.0
+        throughput = timed["tokens"] / timed["seconds"] if timed["seconds"] else 0.0
         say("-" * 100)
         say(f"Training time: {train_time / 60:.2f} minutes")
         say(f"Training throughput: {throughput:.2f} tok/s")
@@ -592,7 +567,6 @@ def train(args: argparse.Namespace) -> int:
             passed = False
         logger.log((), {**summary, "passed": passed, "steps": step})
     logger.close()
-    guard.close()
     if text_log:
         text_log.close()
     distributed.cleanup()
