@@ -75,10 +75,12 @@ from common.checkpoint import (
 )
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger, progress
+from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import PRECISIONS, Precision, PrecisionError
-from common.preemption import PreemptionGuard
+from common.run_control import RunControl
 from common.schedules import ScheduledLR
+from common.step import OptimizerStep
 
 DEFAULT_SETUPS = Path(__file__).parent / "configs" / "pretraining.yaml"
 
@@ -618,6 +620,8 @@ def train(args: argparse.Namespace) -> int:
     ddp_model = distributed.wrap_ddp(forward_model, env)
 
     def save() -> None:
+        if args.skip_checkpoint:
+            return
         state = capture_training_state(
             model=model,
             optimizer=optimizer,
@@ -639,28 +643,31 @@ def train(args: argparse.Namespace) -> int:
     end = args.max_steps
     if args.steps_this_run is not None:
         end = min(end, step + args.steps_this_run)
-    guard = PreemptionGuard()
     bar = progress(
         total=args.max_steps,
         initial=step,
         desc=f"phase {phase}",
         enabled=not args.disable_progress_bar,
     )
+    # --benchmark times each step (waiting for the device); a training run never waits.
     meter = ThroughputMeter(warmup_steps=args.benchmark_warmup_steps, device=env.device)
     latency = LatencyRecorder(warmup=args.benchmark_warmup_steps, device=env.device)
-    window = torch.zeros(3, device=env.device)  # loss, mlm_loss, nsp_loss summed over steps
-    window_steps, final_loss = 0, math.nan
-    last_saved, first_steps, stop = step, step, None
-    run_start = window_start = time.perf_counter()
+    clip = args.max_grad_norm if args.optimizer == "adam" else 0.0  # LAMB clips inside
+    train_step = OptimizerStep(ddp_model, optimizer, prec, scheduler, clip_norm=clip)
+    window = MetricsWindow(unit="sequences", device=env.device)
+    final_loss, first_steps = math.nan, step
+    run_start = time.perf_counter()
     startup_end = None  # after the first step (compilation, allocator and data warm-up)
     ddp_model.train()
-    while step < end and stop is None:
-        step_start = time.perf_counter()
-        if args.benchmark:
-            meter.start()
-        for micro in range(accumulation):
-            batch = {k: v.to(env.device, non_blocking=True) for k, v in next(batches).items()}
-            with distributed.no_sync(ddp_model, enabled=micro < accumulation - 1):
+    with RunControl(save, step, max_steps=end, save_every=args.num_steps_per_checkpoint,
+                    agree_every=args.log_freq) as run:  # fmt: skip
+        while run.reason is None:
+            step_start = time.perf_counter()
+            if args.benchmark:
+                meter.start()
+            micro = [next(batches) for _ in range(accumulation)]
+            for batch in train_step.micro_batches(micro):
+                batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
                 with prec.autocast():
                     mlm_logits, nsp_logits = ddp_model(
                         batch["input_ids"],
@@ -675,59 +682,36 @@ def train(args: argparse.Namespace) -> int:
                     batch["masked_lm_ids"],
                     batch["next_sentence_labels"],
                 )
-                prec.backward(loss / accumulation)
-            window += torch.stack([loss.detach(), mlm, nsp]) / accumulation
-        prec.unscale_(optimizer)
-        if args.optimizer == "adam" and args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        prec.step(optimizer)
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        window_steps += 1
-        bar.update(1)
-        if args.benchmark:
-            meter.update(global_batch)
-            latency.add(time.perf_counter() - step_start)
-        if startup_end is None:
-            if env.device.type == "cuda":
-                torch.cuda.synchronize(env.device)
-            startup_end = time.perf_counter()
-        if guard.should_stop():
-            stop = "signal"
-        if step % args.log_freq == 0 or step == end or stop:
-            means = (distributed.all_reduce_mean(window) / window_steps).tolist()
-            final_loss = means[0]
-            seconds = time.perf_counter() - window_start
-            values = {
-                "loss": means[0],
-                "mlm_loss": means[1],
-                "nsp_loss": means[2],
-                "learning_rate": lr,
-                "sequences/s": window_steps * global_batch / seconds,
-            }
-            if prec.scaler:
-                values.update(loss_scale=prec.loss_scale, skipped_steps=prec.skipped_steps)
-            logger.log((batches.position.epoch, phase1_end + step), values)
-            if env.is_main:
-                print(
-                    f"step {phase1_end + step} | loss {means[0]:.4f} | mlm_loss {means[1]:.4f} | "
-                    f"nsp_loss {means[2]:.4f} | lr {lr:.3e} | "
-                    f"{values['sequences/s']:.1f} sequences/s",
-                    flush=True,
-                )
-            window.zero_()
-            window_steps, window_start = 0, time.perf_counter()
-        if not args.skip_checkpoint and (step % args.num_steps_per_checkpoint == 0 or stop):
-            save()
-            last_saved = step
+                train_step.backward(loss / accumulation)
+                window.add("mlm_loss", mlm)
+                window.add("nsp_loss", nsp)
+            result = train_step.finish()
+            step += 1
+            window.add_step(result, items=global_batch // env.world_size)
+            bar.update(1)
+            if args.benchmark:
+                meter.update(global_batch)
+                latency.add(time.perf_counter() - step_start)
+            if startup_end is None:
+                if env.device.type == "cuda":
+                    torch.cuda.synchronize(env.device)
+                startup_end = time.perf_counter()
+            stopping = run.after_step(step)
+            if step % args.log_freq == 0 or stopping:
+                values = window.line(prec)
+                final_loss = values["loss"]
+                logger.log((batches.position.epoch, phase1_end + step), values)
+                if env.is_main:
+                    print(
+                        f"step {phase1_end + step} | loss {values['loss']:.4f} | mlm_loss "
+                        f"{values['mlm_loss']:.4f} | nsp_loss {values['nsp_loss']:.4f} | lr "
+                        f"{values['lr']:.3e} | {values['sequences/s']:.1f} sequences/s",
+                        flush=True,
+                    )
+    stop = run.reason if run.reason == "signal" else None
     run_end = time.perf_counter()
     bar.close()
-    guard.close()
     batches.close()
-    if not args.skip_checkpoint and last_saved != step:
-        save()  # the end of a run is always resumable
 
     steps_run = step - first_steps
     sequences = steps_run * global_batch

@@ -525,7 +525,7 @@ def test_phase2_continues_from_phase1s_last_checkpoint(data, tmp_path, capsys):
     assert state["scheduler"]["last_epoch"] == 3
     # A fresh schedule (no warm-up step in 10% of 3): 0.05 * (1 - step / 3) ** 0.5.
     expected = [0.05, 0.05 * (2 / 3) ** 0.5, 0.05 * (1 / 3) ** 0.5]
-    assert logged(out, "learning_rate")[-3:] == pytest.approx(expected)
+    assert logged(out, "lr")[-3:] == pytest.approx(expected)
     assert sorted(p.name for p in out.glob("ckpt_step*.pt"))[-1] == "ckpt_step00000007.pt"
     # Rerunning phase 1 with resume now knows it is over; phase 2 resumes exactly.
     assert run(data, out, "--max_steps", 4, "--resume_from_checkpoint") == 0
