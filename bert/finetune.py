@@ -49,6 +49,7 @@ from common.benchmark import LatencyRecorder, ThroughputMeter
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.config import ConfigError
 from common.logging import Logger, progress
+from common.metrics import MetricsWindow
 from common.precision import (
     PRECISIONS,
     Precision,
@@ -56,8 +57,9 @@ from common.precision import (
     chosen_precision,
     full_precision_mode,
 )
-from common.preemption import PreemptionGuard
+from common.run_control import RunControl
 from common.schedules import ScheduledLR, build_scheduler
+from common.step import OptimizerStep
 
 SPECIAL_TOKENS = ("[CLS]", "[SEP]")
 Batch = dict[str, torch.Tensor]
@@ -344,87 +346,60 @@ def train(
         "PARAMETER",
         {**run_info, "steps_per_epoch": steps_per_epoch, "micro_batch": micro, "world_size": world},
     )
-    guard = PreemptionGuard()
-    meter = ThroughputMeter(warmup_steps=min(10, total_steps // 10), device=env.device)
+    train_step = OptimizerStep(
+        ddp_model, optimizer, prec, scheduler, clip_norm=args.max_grad_norm,
+        clip_params=model.parameters(),
+    )  # fmt: skip
+    window = MetricsWindow(unit="sequences", device=env.device)
     bar = progress(total=total_steps, initial=step, desc="training")
     trim = not args.torch_compile
-    last_saved, stop = step, None
-    window_loss = torch.zeros((), device=env.device)
-    window_steps, final_loss = 0, math.nan
-    window_start = start = time.perf_counter()
+    final_loss, start = math.nan, time.perf_counter()
+    end = min(total_steps, args.max_steps) if args.max_steps > 0 else total_steps
     ddp_model.train()
     try:
-        while step < total_steps and stop is None:
-            epoch, first = divmod(step, steps_per_epoch)
-            order = epoch_order(n, args.seed, epoch)
-            for i in range(first, steps_per_epoch):
-                meter.start()
-                mine = order[i * global_batch + env.rank * local :][:local]
-                step_loss = torch.zeros((), device=env.device)
-                for m in range(accumulation):
-                    batch = select(tensors, mine[m * micro : (m + 1) * micro], env.device, trim)
-                    with distributed.no_sync(ddp_model, enabled=m < accumulation - 1):
+        with RunControl(save, step, max_steps=end, save_every=args.save_checkpoints_steps,
+                        agree_every=args.log_freq) as run:  # fmt: skip
+            while run.reason is None:
+                epoch, first = divmod(step, steps_per_epoch)
+                order = epoch_order(n, args.seed, epoch)
+                for i in range(first, steps_per_epoch):
+                    mine = order[i * global_batch + env.rank * local :][:local]
+                    parts = [mine[m * micro : (m + 1) * micro] for m in range(accumulation)]
+                    for part in train_step.micro_batches(parts):
+                        batch = select(tensors, part, env.device, trim)
                         with prec.autocast():
-                            loss = loss_fn(forward_model, batch) / accumulation
-                        prec.backward(loss)
-                    step_loss += loss.detach()
-                prec.unscale_(optimizer)
-                if args.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                prec.step(optimizer)
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                meter.update(local)
-                bar.update(1)
-                window_loss += step_loss
-                window_steps += 1
-                if guard.should_stop():
-                    stop = "signal"
-                elif 0 < args.max_steps <= step:
-                    stop = "max_steps"
-                if step % args.log_freq == 0 or step == total_steps or stop:
-                    final_loss = distributed.all_reduce_mean(window_loss).item() / window_steps
-                    seconds = time.perf_counter() - window_start
-                    values = {
-                        "loss": final_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "sequences/s": window_steps * global_batch / seconds,
-                        "loss_scale": prec.loss_scale,
-                        "skipped_steps": prec.skipped_steps,
-                    }
-                    logger.log((epoch, step), values)
-                    if env.is_main:
-                        print(
-                            f"epoch {epoch} step {step}/{total_steps} | loss {final_loss:.4f} | "
-                            f"lr {values['lr']:.3e} | {values['sequences/s']:.1f} sequences/s",
-                            flush=True,
-                        )
-                    window_loss.zero_()
-                    window_steps, window_start = 0, time.perf_counter()
-                if args.save_checkpoints_steps > 0 and step % args.save_checkpoints_steps == 0:
-                    save()
-                    last_saved = step
-                if stop or step >= total_steps:
-                    break
+                            loss = loss_fn(forward_model, batch)
+                        train_step.backward(loss / accumulation)
+                    result = train_step.finish()
+                    step += 1
+                    window.add_step(result, items=local)
+                    bar.update(1)
+                    stopping = run.after_step(step)
+                    if step % args.log_freq == 0 or stopping:
+                        values = window.line(prec)
+                        final_loss = values["loss"]
+                        logger.log((epoch, step), values)
+                        if env.is_main:
+                            print(
+                                f"epoch {epoch} step {step}/{total_steps} | loss {final_loss:.4f}"
+                                f" | lr {values['lr']:.3e} | {values['sequences/s']:.1f} "
+                                "sequences/s",
+                                flush=True,
+                            )
+                    if stopping:
+                        break
     finally:
         bar.close()
-        guard.close()
     train_time = time.perf_counter() - start
-    if last_saved != step:
-        save()  # the end of a run, or a stop, is always resumable
-    if stop == "signal" and env.is_main:
+    if run.reason == "signal" and env.is_main:
         print(f"stopped by a signal at step {step}; continue with --resume", flush=True)
     return TrainResult(
         steps=step,
         total_steps=total_steps,
         final_loss=final_loss,
         train_time=train_time,
-        # Runs too short for a timed step after warm-up count them all.
-        sequences_per_second=meter.throughput * world
-        if meter.steps
-        else step * global_batch / max(train_time, 1e-9),
-        interrupted=stop == "signal",
+        sequences_per_second=window.throughput,
+        interrupted=run.reason == "signal",
     )
 
 

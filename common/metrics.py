@@ -39,7 +39,17 @@ class MetricsWindow:
     def __init__(self, unit: str = "tokens", device: torch.device | str | None = None) -> None:
         self.unit = unit
         self.device = torch.device(device) if device is not None else None
+        self._lines = 0
+        self._first = (0.0, 0.0)  # (items, seconds) of the first window: warm-up
+        self._timed = (0.0, 0.0)  # of every later window
         self._reset()
+
+    @property
+    def throughput(self) -> float:
+        """Items per second over all ranks for the run so far, the first window (compile,
+        allocator and data warm-up) left out unless it is the only one."""
+        items, seconds = self._timed if self._timed[1] > 0 else self._first
+        return items / seconds if seconds > 0 else 0.0
 
     def _reset(self) -> None:
         self.steps = 0
@@ -92,6 +102,11 @@ class MetricsWindow:
         for i, name in enumerate(names):
             value, weight = totals[2 * i], totals[2 * i + 1]
             values[name] = value / weight if weight else float("nan")
+        self._lines += 1
+        if self._lines == 1:
+            self._first = (totals[-1], seconds)
+        else:
+            self._timed = (self._timed[0] + totals[-1], self._timed[1] + seconds)
         values["lr"] = self.lr
         values[f"{self.unit}/s"] = totals[-1] / seconds
         values["step_ms"] = 1000.0 * seconds / self.steps

@@ -461,7 +461,6 @@ def train(args: argparse.Namespace) -> int:
         ddp_model, optimizer, prec, scheduler, clip_norm=args.clip, clip_params=clipped
     )
     window = MetricsWindow(unit="tokens", device=env.device)
-    timed = {"tokens": 0.0, "seconds": 0.0, "windows": 0}  # the first window is warm-up
     run_start = time.perf_counter()
     eval_count = 0
     with RunControl(
@@ -489,13 +488,7 @@ def train(args: argparse.Namespace) -> int:
                 window.add_step(result, items=seq_len * local_batch)
 
                 if step % args.log_interval == 0:
-                    steps_in_window = window.steps
                     values = window.line(prec)
-                    timed["windows"] += 1
-                    if timed["windows"] > 1:
-                        seconds = values["step_ms"] * steps_in_window / 1000
-                        timed["tokens"] += values["tokens/s"] * seconds
-                        timed["seconds"] += seconds
                     say(
                         f"| epoch {epoch:3d} step {step:>8d} | batches {next_batch:>6d} / "
                         f"{n_batch:d} | lr {values['lr']:.3e} | ms/batch {values['step_ms']:5.1f} "
@@ -528,11 +521,7 @@ def train(args: argparse.Namespace) -> int:
             else:
                 epoch, next_batch = epoch + 1, 0
     if window.steps:  # steps since the last log line (a collective: every rank is here)
-        steps_in_window = window.steps
-        values = window.line(prec)
-        if not timed["seconds"]:  # a run shorter than two log intervals
-            timed["seconds"] = values["step_ms"] * steps_in_window / 1000
-            timed["tokens"] = values["tokens/s"] * timed["seconds"]
+        window.line(prec)
     if run.reason == "signal":
         say(f"stopped by a signal at step {step}; continue with --resume")
     stop = run.reason
@@ -540,7 +529,7 @@ def train(args: argparse.Namespace) -> int:
 
     passed = True
     if stop != "signal":
-        throughput = timed["tokens"] / timed["seconds"] if timed["seconds"] else 0.0
+        throughput = window.throughput
         say("-" * 100)
         say(f"Training time: {train_time / 60:.2f} minutes")
         say(f"Training throughput: {throughput:.2f} tok/s")
