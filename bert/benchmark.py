@@ -13,9 +13,10 @@ and random inputs with a full attention mask; --task picks the head: squad
 (BertForPreTraining, MLM logits for every position). Each combination of sequence length,
 batch size and precision is timed --steps times after --warmup untimed calls (CUDA is
 synchronised around each): inference is one forward pass in eval mode without autograd;
-training is one fine-tuning step (forward, loss, backward, AdamW step, zeroing the
-gradients). Precisions the device cannot run (fp16 and tf32 on a CPU) are skipped with a
-note. Results: a table in the layout of NVIDIA's inference tables (sentences/s, latency
+training is one fine-tuning step, the one run_squad/run_glue take (common.step:
+forward, loss, backward, gradient clipping to 1.0, AdamW step, zeroing the gradients).
+Precisions asked for by --math that the device cannot run are an error; of the default
+list, those are skipped with a note. Results: a table in the layout of NVIDIA's inference tables (sentences/s, latency
 average and percentiles in ms), the same rows as JSON (--json, latencies in seconds) and
 as DLLogger lines (--log-file).
 
@@ -65,6 +66,7 @@ from common.benchmark import (
 from common.distributed import resolve_device
 from common.logging import Logger
 from common.precision import Precision, PrecisionError, check_supported
+from common.step import OptimizerStep
 
 MODELS: dict[str, Callable[[], BertConfig]] = {
     "tiny": lambda: BertConfig(
@@ -302,14 +304,13 @@ def make_runner(
     else:
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        step = OptimizerStep(model, optimizer, prec, clip_norm=1.0)  # fine-tuning's step
 
         def call(batch: Batch) -> Any:
             with prec.autocast():
                 loss = task_loss(task, outputs(impl, model, batch), batch)
-            prec.backward(loss)
-            prec.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            return loss
+            step.backward(loss)
+            return step.finish().loss
 
     return Runner(impl, call, LatencyRecorder(warmup=warmup, device=device))
 

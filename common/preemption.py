@@ -1,12 +1,12 @@
 """Stop cleanly on SIGTERM (SLURM pre-emption, time limit, `scancel`, Kubernetes).
 
     guard = PreemptionGuard()
-    for step in ...:
-        train_step()
-        if guard.should_stop():      # agreed by all ranks
-            save checkpoint; break
+    ...
+    if guard.requested:              # this process got SIGTERM, SIGUSR1 (or Ctrl-C)
+        save checkpoint; stop
 
-The handler only sets a flag: the training loop decides when it is safe to save.
+The handler only sets a flag: the training loop decides when it is safe to save. Loops
+use it through common.run_control.RunControl, which also agrees on it across ranks.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
-
-from common import distributed
 
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -42,12 +40,6 @@ class PreemptionGuard:
     def requested(self) -> bool:
         """True once this process got a stop signal."""
         return self.received is not None
-
-    def should_stop(self) -> bool:
-        """True on every rank once any rank got a stop signal (a collective call)."""
-        if not distributed.is_initialized():
-            return self.requested
-        return bool(distributed.all_reduce_max(1.0 if self.requested else 0.0).item())
 
     def close(self) -> None:
         """Put the previous handlers back."""

@@ -35,6 +35,7 @@ from common.benchmark import (
 )
 from common.logging import Logger
 from common.precision import Precision, PrecisionError
+from common.step import OptimizerStep
 from gnmt.beam_search import SearchConfig, beam_search
 from gnmt.data import ParallelData, collate, pad
 from gnmt.model import GNMT, label_smoothed_loss
@@ -67,6 +68,7 @@ def bench_training(model: GNMT, prec: Precision, args: argparse.Namespace) -> di
         collate(pairs, range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(steps)
     ]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    step = OptimizerStep(model, optimizer, prec, clip_norm=5.0)  # train.py's step
     model.train()
     tokens = ThroughputMeter(warmup_steps=args.warmup, device=device)
     sentences = ThroughputMeter(warmup_steps=args.warmup, device=device)
@@ -77,11 +79,8 @@ def bench_training(model: GNMT, prec: Precision, args: argparse.Namespace) -> di
             with prec.autocast():
                 logits = model(batch.src, batch.src_lengths, batch.tgt_input)
             loss, _ = label_smoothed_loss(logits, batch.tgt_output)
-            prec.backward(loss / batch.src.size(0))
-            prec.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            prec.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
+            step.backward(loss / batch.src.size(0))
+            step.finish()
         tokens.update(cpu_batch.tokens)
         sentences.update(cpu_batch.src.size(0))
     return {

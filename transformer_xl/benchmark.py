@@ -35,6 +35,7 @@ from common.benchmark import (
 from common.logging import Logger
 from common.optim import LAMB
 from common.precision import Precision, PrecisionError
+from common.step import OptimizerStep
 from transformer_xl.eval import trace
 from transformer_xl.model import MemTransformerLM, init_weights
 
@@ -86,6 +87,7 @@ def bench_training(model: MemTransformerLM, prec: Precision, args: argparse.Name
         model.parameters(), lr=1e-3, weight_decay=0.0, bias_correction=False,
         max_grad_norm=0.0, use_nvlamb=True,
     )  # fmt: skip
+    step = OptimizerStep(model, optimizer, prec, clip_norm=0.25)  # train.py's step
     model.train()
     meter = ThroughputMeter(warmup_steps=args.warmup, device=device)
     latency = LatencyRecorder(warmup=args.warmup, device=device)
@@ -96,11 +98,8 @@ def bench_training(model: MemTransformerLM, prec: Precision, args: argparse.Name
         with latency.measure():
             with prec.autocast():
                 loss, mems = model(inp, target, mems)
-            prec.backward(loss.float().mean())
-            prec.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-            prec.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
+            step.backward(loss.float().mean())
+            step.finish()
         meter.update(target.numel())
     return {
         "tokens/s": meter.throughput,
