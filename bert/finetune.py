@@ -51,11 +51,8 @@ from common.config import ConfigError
 from common.logging import Logger, progress
 from common.metrics import MetricsWindow
 from common.precision import (
-    PRECISIONS,
     Precision,
     PrecisionError,
-    chosen_precision,
-    full_precision_mode,
 )
 from common.run_control import RunControl
 from common.schedules import ScheduledLR, build_scheduler
@@ -133,9 +130,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=42)
 
     r = p.add_argument_group("runtime")
-    r.add_argument("--precision", choices=PRECISIONS, default=None, help="default: tf32/fp32")
-    r.add_argument("--fp16", action="store_true", help="same as --precision fp16")
-    r.add_argument("--amp", action="store_true", help="same as --precision fp16")
+    cli.add_precision_flags(r, "tf32 on GPUs from Ampere on, else fp32")
     r.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     r.add_argument(
         "--torch_compile", action="store_true", help="torch.compile the model (static shapes)"
@@ -156,15 +151,6 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--keep_checkpoints", type=int, default=1, help="numbered saves kept")
     o.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints")
-
-
-def create_precision(args: argparse.Namespace, device: torch.device, **kwargs: Any) -> Precision:
-    """The run's Precision from --precision / --fp16 / --amp (default: TF32 on GPUs that
-    have it, else fp32); errors name the flag the user gave."""
-    mode, typed = chosen_precision(args.precision, {"--fp16": args.fp16, "--amp": args.amp})
-    return Precision.create(
-        mode or full_precision_mode(device), device, flag="--precision", typed=typed, **kwargs
-    )
 
 
 # --------------------------------------------------------------------------------- model

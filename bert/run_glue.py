@@ -36,7 +36,6 @@ from bert.finetune import (
     FinetuneError,
     InferenceResult,
     add_finetune_args,
-    create_precision,
     infer,
     load_model,
     open_logger,
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise FinetuneError("--data_dir is required: the folder of the task's TSV files")
     env = distributed.init_distributed(args.device)
-    prec = create_precision(args, env.device)
+    prec = cli.create_precision(args, env.device)
     # Every file is read and checked before the first step.
     train_data = (
         glue.read_tsv(args.data_dir / "train.tsv", task, "train") if args.do_train else None

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bert.finetune import create_precision, parameter_groups
+from bert.finetune import parameter_groups
 from bert.model import BertConfig, BertForPreTraining
 from bert.pretraining_data import (
     MaskingIds,
@@ -77,7 +77,7 @@ from common.config import ConfigError, parse_with_config
 from common.logging import Logger, progress
 from common.metrics import MetricsWindow
 from common.optim import LAMB
-from common.precision import PRECISIONS, Precision, PrecisionError
+from common.precision import Precision, PrecisionError
 from common.run_control import RunControl
 from common.schedules import ScheduledLR
 from common.step import OptimizerStep
@@ -161,9 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--seed", type=int, default=12439)
 
     r = p.add_argument_group("runtime")
-    r.add_argument("--precision", choices=PRECISIONS, default=None, help="default: tf32/fp32")
-    r.add_argument("--fp16", action="store_true", help="same as --precision fp16")
-    r.add_argument("--amp", action="store_true", help="same as --precision fp16")
+    cli.add_precision_flags(r, "tf32 on GPUs from Ampere on, else fp32")
     r.add_argument("--init_loss_scale", type=float, default=2.0**20, help="fp16")
     r.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -525,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = create_precision(args, env.device, init_scale=args.init_loss_scale)
+    prec = cli.create_precision(args, env.device, init_scale=args.init_loss_scale)
     phase = 2 if args.phase2 else 1
     config, tokens = build_config(args)
     masking_ids = MaskingIds()

@@ -38,7 +38,6 @@ from bert.finetune import (
     REPORTED_ERRORS,
     FinetuneError,
     add_finetune_args,
-    create_precision,
     infer,
     load_model,
     open_logger,
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     env = distributed.init_distributed(args.device)
-    prec = create_precision(args, env.device)
+    prec = cli.create_precision(args, env.device)
     version_2 = args.version_2_with_negative
     # Every input is read and checked before the first step.
     train_data = predict_data = None

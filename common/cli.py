@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
 from common.distributed import DeviceError, resolve_device
-from common.precision import PRECISIONS, check_supported
+from common.precision import PRECISIONS, Precision, check_supported, full_precision_mode
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -59,3 +59,51 @@ def device_for_precisions(name: str | None, modes: list[str], flag: str = "--mat
     for mode in modes:
         check_supported(mode, device, flag)
     return device
+
+
+class _Mode(argparse.Action):
+    """--math MODE / --precision MODE, or an fp16 shorthand (nargs=0): the precision and
+    the flag as typed; two flags that disagree are an error, not a silent choice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        mode = self.const if self.nargs == 0 else values
+        typed = option_string if self.nargs == 0 else f"{option_string} {mode}"
+        before = getattr(namespace, "math_flag", None)
+        if before is not None and namespace.math != mode:
+            parser.error(f"{typed} conflicts with {before}: give one of them")
+        namespace.math, namespace.math_flag = mode, typed
+
+
+def add_precision_flags(
+    parser: argparse.ArgumentParser,
+    default_help: str,
+    shorthands: tuple[str, ...] = ("--fp16", "--amp"),
+) -> None:
+    """--math (alias --precision, as in NVIDIA's scripts) and fp16 shorthands, all into
+    `args.math`; `args.math_flag` keeps the flag as typed for error messages."""
+    parser.add_argument(
+        "--math", "--precision", dest="math", choices=PRECISIONS, default=None,
+        action=_Mode, help=f"numeric precision (default: {default_help})",
+    )  # fmt: skip
+    for flag in shorthands:
+        parser.add_argument(
+            flag, dest="math", nargs=0, const="fp16", action=_Mode, help="same as --math fp16"
+        )
+    parser.set_defaults(math_flag=None)
+
+
+def default_precision(device: torch.device, gpu: str = "tf32") -> str:
+    """The precision without --math: `gpu` ("tf32" or "fp16") on a GPU, with tf32 only from
+    Ampere on (fp32 before), and fp32 on the CPU."""
+    if device.type != "cuda":
+        return "fp32"
+    return gpu if gpu != "tf32" else full_precision_mode(device)
+
+
+def create_precision(
+    args: argparse.Namespace, device: torch.device, gpu: str = "tf32", **scaler_kwargs: Any
+) -> Precision:
+    """The run's `Precision` from the flags of `add_precision_flags`; errors name the flag
+    as the user typed it."""
+    mode = args.math or default_precision(device, gpu)
+    return Precision.create(mode, device, "--math", args.math_flag, **scaler_kwargs)

@@ -68,22 +68,6 @@ def check_supported(
         raise PrecisionError(f"{typed}: not supported on device type {device.type!r}")
 
 
-def chosen_precision(
-    mode: str | None, shorthands: dict[str, bool], flag: str = "--precision"
-) -> tuple[str | None, str | None]:
-    """(mode, the flag as typed) from `flag MODE` and fp16 shorthands such as
-    {"--fp16": args.fp16, "--amp": args.amp}; (None, None) when none was given.
-
-    A shorthand with another `flag` value is a conflict, reported, never resolved.
-    """
-    given = [name for name, on in shorthands.items() if on]
-    if given and mode not in (None, "fp16"):
-        raise PrecisionError(f"{given[0]} conflicts with {flag} {mode}: give one of them")
-    if given:
-        return "fp16", given[0]
-    return mode, (f"{flag} {mode}" if mode else None)
-
-
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 on this CPU's own units (AVX-512 and newer; it honours
     ONEDNN_MAX_CPU_ISA). Elsewhere bf16 matrix products are emulated, many times

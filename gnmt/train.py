@@ -25,7 +25,7 @@ from common import cli, distributed
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.logging import Logger
 from common.metrics import MetricsWindow
-from common.precision import PRECISIONS, Precision, PrecisionError
+from common.precision import Precision, PrecisionError
 from common.run_control import RunControl
 from common.schedules import build_gnmt_scheduler
 from common.step import OptimizerStep
@@ -66,9 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
 
     t = p.add_argument_group("training")
-    t.add_argument(
-        "--math", choices=PRECISIONS, default=None, help="default: fp16 on a GPU, fp32 on the CPU"
-    )
+    cli.add_precision_flags(t, "fp16 on a GPU, fp32 on the CPU")
     t.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--epochs", type=int, default=6)
@@ -171,12 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    math_mode = args.math or ("fp16" if env.device.type == "cuda" else "fp32")
-    prec = Precision.create(math_mode, env.device)
+    prec = cli.create_precision(args, env.device, gpu="fp16")
     distributed.seed_everything(args.seed)
     args.save_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(args.log_file or args.save_dir / "log.json")
-    logger.log("PARAMETER", {**vars(args), "math": math_mode, "world_size": env.world_size})
+    logger.log("PARAMETER", {**vars(args), "math": prec.mode, "world_size": env.world_size})
 
     ds = args.dataset_dir
     tokenizer = Tokenizer.from_files(

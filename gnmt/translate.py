@@ -28,7 +28,7 @@ from common.atomic import atomic_write
 from common.benchmark import LatencyRecorder, markdown_table
 from common.checkpoint import CheckpointError
 from common.distributed import resolve_device
-from common.precision import PRECISIONS, Precision, PrecisionError
+from common.precision import PrecisionError
 from gnmt.beam_search import SearchConfig, beam_search
 from gnmt.data import DataError, length_sorted_batches, pad, read_lines
 from gnmt.model import GNMT, load_checkpoint
@@ -128,9 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--len-norm-factor", type=float, default=0.6)
     p.add_argument("--len-norm-const", type=float, default=5.0)
     p.add_argument("--cov-penalty-factor", type=float, default=0.1)
-    p.add_argument(
-        "--math", choices=PRECISIONS, default=None, help="default fp16 on GPU, else fp32"
-    )
+    cli.add_precision_flags(p, "fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument(
         "--warmup",
@@ -145,7 +143,7 @@ def translate(args: argparse.Namespace) -> None:
     """Everything `main` does; bad input raises DataError, CheckpointError, ..."""
     # Flags, then inputs, are checked before the model is loaded: no GPU time is lost.
     device = resolve_device(args.device)
-    prec = Precision.create(args.math or ("fp16" if device.type == "cuda" else "fp32"), device)
+    prec = cli.create_precision(args, device, gpu="fp16")
     lines = read_input(args.input)
     refs = read_lines(args.reference) if args.reference else None
     if refs is not None and len(refs) != len(lines):

@@ -26,7 +26,7 @@ from common.checkpoint import Checkpointer, capture_training_state
 from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.optim import LAMB
-from common.precision import PRECISIONS, Precision, PrecisionError
+from common.precision import Precision, PrecisionError
 from common.run_control import RunControl
 from common.schedules import DECAYS, build_scheduler
 from common.step import OptimizerStep
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=40, help="optimizer steps in all")
     p.add_argument("--batch-size", type=int, default=32, help="per-process micro-batch")
     p.add_argument("--accumulation", type=int, default=2, help="micro-batches per step")
-    p.add_argument("--math", choices=PRECISIONS, default="fp32", help="numeric precision")
+    cli.add_precision_flags(p, "tf32 on GPUs from Ampere on, else fp32")
     p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
     distributed.seed_everything(args.seed)  # identical initial weights on every rank
-    prec = Precision.create(args.math, env.device)
+    prec = cli.create_precision(args, env.device)
     args.save_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(
         args.log_file or args.save_dir / "log.json",

@@ -412,11 +412,11 @@ def test_named_setups_hold_the_recipe_per_machine():
     base = ["--init_checkpoint", "m", "--do_train", "--train_file", "t.json"]
     args = run_squad.parse_args(base)
     assert (args.num_train_epochs, args.max_seq_length, args.doc_stride) == (2.0, 384, 128)
-    assert (args.learning_rate, args.warmup_proportion, args.precision) == (4e-5, 0.1, None)
+    assert (args.learning_rate, args.warmup_proportion, args.math) == (4e-5, 0.1, None)
     args = run_squad.parse_args([*base, "--setup", "dgxa100_8gpu_fp16"])
-    assert (args.precision, args.train_batch_size, args.learning_rate) == ("fp16", 32, 4e-5)
+    assert (args.math, args.train_batch_size, args.learning_rate) == ("fp16", 32, 4e-5)
     args = run_squad.parse_args([*base, "--setup", "dgx1_1gpu_fp32", "--train_batch_size", "4"])
-    assert (args.precision, args.train_batch_size, args.learning_rate) == ("fp32", 4, 5e-6)
+    assert (args.math, args.train_batch_size, args.learning_rate) == ("fp32", 4, 5e-6)
     names = yaml.safe_load(run_squad.DEFAULT_CONFIG.read_text())["configs"]
     for name in names:  # every set-up names only real flags
         run_squad.parse_args([*base, "--setup", name])

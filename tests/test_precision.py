@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from common import precision
+from common import cli, precision
 from common.precision import (
     LossScaler,
     Precision,
     PrecisionError,
     check_supported,
-    chosen_precision,
 )
 from tests.helpers import requires_cuda
 
@@ -131,13 +130,39 @@ def test_a_gpu_without_tf32_or_bf16_is_an_error_naming_the_flag(monkeypatch):
     check_supported("fp16", gpu)
 
 
-def test_fp16_shorthands_give_the_mode_and_the_flag_typed():
-    assert chosen_precision(None, {"--fp16": False, "--amp": False}) == (None, None)
-    assert chosen_precision("bf16", {"--fp16": False}) == ("bf16", "--precision bf16")
-    assert chosen_precision(None, {"--fp16": False, "--amp": True}) == ("fp16", "--amp")
-    assert chosen_precision("fp16", {"--fp16": True}) == ("fp16", "--fp16")
-    with pytest.raises(PrecisionError, match="--fp16 conflicts with --precision tf32"):
-        chosen_precision("tf32", {"--fp16": True})
+def parser_with_precision():
+    p = cli.ArgumentParser()
+    cli.add_precision_flags(p, "tf32 on GPUs from Ampere on, else fp32")
+    return p
+
+
+@pytest.mark.parametrize(
+    "argv, mode, typed",
+    [
+        ([], None, None),
+        (["--math", "bf16"], "bf16", "--math bf16"),
+        (["--precision", "bf16"], "bf16", "--precision bf16"),
+        (["--amp"], "fp16", "--amp"),
+        (["--fp16", "--math", "fp16"], "fp16", "--math fp16"),
+    ],
+)
+def test_math_and_its_aliases_give_the_mode_and_the_flag_typed(argv, mode, typed):
+    args = parser_with_precision().parse_args(argv)
+    assert (args.math, args.math_flag) == (mode, typed)
+
+
+def test_an_fp16_shorthand_with_another_mode_is_a_conflict(capsys):
+    with pytest.raises(SystemExit):
+        parser_with_precision().parse_args(["--fp16", "--precision", "tf32"])
+    assert "--precision tf32 conflicts with --fp16" in capsys.readouterr().err
+
+
+def test_the_default_precision_per_device():
+    cpu = torch.device("cpu")
+    assert cli.default_precision(cpu, "fp16") == cli.default_precision(cpu) == "fp32"
+    args = parser_with_precision().parse_args(["--fp16"])
+    with pytest.raises(PrecisionError, match="^--fp16: fp16 needs a CUDA GPU.*use --math bf16"):
+        cli.create_precision(args, cpu)
 
 
 @pytest.mark.parametrize("native", [True, False])

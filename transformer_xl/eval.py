@@ -33,11 +33,8 @@ from common.checkpoint import CheckpointError
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
 from common.precision import (
-    PRECISIONS,
     Precision,
     PrecisionError,
-    chosen_precision,
-    full_precision_mode,
 )
 from transformer_xl import data
 from transformer_xl.model import MemTransformerLM, load_checkpoint
@@ -61,8 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clamp_len", type=int, default=-1, help="clamp relative positions")
     p.add_argument("--same_length", action="store_true", help="same attention length")
     p.add_argument("--seed", type=int, default=1111)
-    p.add_argument("--precision", choices=PRECISIONS, default=None, help="default fp32/tf32")
-    p.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    cli.add_precision_flags(p, "tf32 on GPUs from Ampere on, else fp32")
     p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument("--log_all_ranks", action="store_true")
     p.add_argument("--dllog_file", default="eval_log.json", help="in WORK_DIR")
@@ -76,12 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save_torchscript", type=Path, default=None, help="write the traced model")
     p.add_argument("--load_torchscript", type=Path, default=None, help="run this traced model")
     args = parse_with_config(p, argv, DEFAULT_CONFIG, "eval")
-    try:
-        args.precision, args.precision_flag = chosen_precision(
-            args.precision, {"--fp16": args.fp16}
-        )
-    except PrecisionError as exc:
-        p.error(str(exc))
     return args
 
 
@@ -195,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(
-        args.precision or full_precision_mode(env.device),
-        env.device,
-        flag="--precision",
-        typed=args.precision_flag,
-    )
+    prec = cli.create_precision(args, env.device)
     distributed.seed_everything(args.seed)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(args.work_dir / args.dllog_file, all_ranks=args.log_all_ranks, stdout=False)

@@ -40,11 +40,8 @@ from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import (
-    PRECISIONS,
     Precision,
     PrecisionError,
-    chosen_precision,
-    full_precision_mode,
 )
 from common.run_control import RunControl
 from common.schedules import ScheduledLR, build_scheduler
@@ -60,8 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     g = p.add_argument_group("general")
     g.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="results folder")
-    g.add_argument("--precision", choices=PRECISIONS, default=None, help="default: fp32/tf32")
-    g.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    cli.add_precision_flags(g, "tf32 on GPUs from Ampere on, else fp32")
     g.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     g.add_argument("--restart", type=Path, default=None, help="continue from this checkpoint")
     g.add_argument("--resume", action="store_true", help="continue from WORK_DIR's last one")
@@ -135,12 +131,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     v.add_argument("--eval_batch_size", type=int, default=16)
     v.add_argument("--eval_max_steps", type=int, default=-1, help="-1: the whole split")
     args = parse_with_config(p, argv, DEFAULT_CONFIG, "train")
-    try:
-        args.precision, args.precision_flag = chosen_precision(
-            args.precision, {"--fp16": args.fp16}
-        )
-    except PrecisionError as exc:
-        p.error(str(exc))
     return args
 
 
@@ -332,12 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
-    prec = Precision.create(
-        args.precision or full_precision_mode(env.device),
-        env.device,
-        flag="--precision",
-        typed=args.precision_flag,
-    )
+    prec = cli.create_precision(args, env.device)
     if args.local_batch_size:
         args.batch_size = args.local_batch_size * env.world_size
     if args.batch_size % (env.world_size * args.batch_chunk):
