@@ -59,6 +59,7 @@ from common.download import (
     name_url,
     read_manifest,
 )
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ DEFAULT_MODELS = ("bert-base-uncased", "bert-large-uncased")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # first one the Hub has
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """A downloaded file is not what the recipe expects; the message names the file."""
 
 

@@ -47,12 +47,11 @@ from bert.tokenization import FullTokenizer
 from common import cli, distributed
 from common.benchmark import LatencyRecorder, ThroughputMeter
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
-from common.config import ConfigError
+from common.errors import UserError
 from common.logging import Logger, progress
 from common.metrics import MetricsWindow
 from common.precision import (
     Precision,
-    PrecisionError,
 )
 from common.run_control import RunControl
 from common.schedules import ScheduledLR, build_scheduler
@@ -63,20 +62,8 @@ Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 
 
-class FinetuneError(ValueError):
+class FinetuneError(UserError, ValueError):
     """Bad flags, model or vocabulary: reported as one line before any training."""
-
-
-# What run_squad and run_glue report as one line (`error: ...`, exit 1), not a traceback;
-# OSError covers a full disk or an unreadable file.
-REPORTED_ERRORS: tuple[type[Exception], ...] = (
-    FinetuneError,
-    CheckpointError,
-    ConfigError,
-    PrecisionError,
-    distributed.DeviceError,
-    OSError,
-)
 
 
 # --------------------------------------------------------------------------------- flags

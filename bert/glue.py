@@ -34,9 +34,10 @@ import torch
 
 from bert.tokenization import FullTokenizer
 from common.atomic import atomic_write
+from common.errors import UserError
 
 
-class GlueError(ValueError):
+class GlueError(UserError, ValueError):
     """A GLUE file is missing, not UTF-8, or has a malformed row where none may be skipped."""
 
 

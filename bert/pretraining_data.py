@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from bert.data.instances import mask_tokens, special_token_mask
+from common.errors import UserError
 
 SEQUENCE_FIELDS = ("input_ids", "input_mask", "segment_ids")
 MASK_FIELDS = ("masked_lm_positions", "masked_lm_ids")
@@ -58,7 +59,7 @@ SHARD_SUFFIXES = (".hdf5", ".h5")
 MASK_PROB = 0.15
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A missing, empty, corrupt or ill-shaped shard (the message names the file)."""
 
 

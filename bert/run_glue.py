@@ -32,7 +32,6 @@ import torch.nn.functional as F
 
 from bert import glue
 from bert.finetune import (
-    REPORTED_ERRORS,
     FinetuneError,
     InferenceResult,
     add_finetune_args,
@@ -91,11 +90,7 @@ def class_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(parse_args(argv))
-    except (*REPORTED_ERRORS, glue.GlueError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> int:

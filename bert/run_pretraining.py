@@ -52,10 +52,9 @@ from bert.pretraining_data import (
     MaskingIds,
     Position,
     PretrainingBatches,
-    ShardError,
     scan_shards,
 )
-from bert.tokenization import VocabError, load_vocab
+from bert.tokenization import load_vocab
 from common import cli, distributed
 from common.atomic import atomic_write
 from common.benchmark import (
@@ -69,15 +68,17 @@ from common.benchmark import (
 from common.checkpoint import (
     Checkpointer,
     CheckpointError,
+    ForeignCheckpointError,
     capture_training_state,
     load_checkpoint,
     restore_training_state,
 )
-from common.config import ConfigError, parse_with_config
+from common.config import parse_with_config
+from common.errors import UserError
 from common.logging import Logger, progress
 from common.metrics import MetricsWindow
 from common.optim import LAMB
-from common.precision import Precision, PrecisionError
+from common.precision import Precision
 from common.run_control import RunControl
 from common.schedules import ScheduledLR
 from common.step import OptimizerStep
@@ -85,7 +86,7 @@ from common.step import OptimizerStep
 DEFAULT_SETUPS = Path(__file__).parent / "configs" / "pretraining.yaml"
 
 
-class PretrainingError(ValueError):
+class PretrainingError(UserError, ValueError):
     """Flags that cannot work together; reported as one line before training starts."""
 
 
@@ -308,9 +309,8 @@ def load_weights(model: BertForPreTraining, path: Path) -> dict[str, Any] | None
     if path.is_file():
         try:
             state = load_checkpoint(path)
-        except CheckpointError as exc:
-            if "not a checkpoint of this project" not in str(exc):
-                raise
+        except ForeignCheckpointError:
+            pass  # a published model: loaded below
         else:
             restore_training_state(
                 {"model": state["model"]}, model=model, source=f"--init_checkpoint {path}"
@@ -504,21 +504,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-        return train(args)
-    except (
-        PretrainingError,
-        ShardError,
-        CheckpointError,
-        ConfigError,
-        PrecisionError,
-        distributed.DeviceError,
-        VocabError,
-        OSError,  # a full disk, an unreadable file: one line, not a traceback
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: train(parse_args(argv)))
 
 
 def train(args: argparse.Namespace) -> int:

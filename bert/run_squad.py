@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 from bert import squad
 from bert.finetune import (
-    REPORTED_ERRORS,
     FinetuneError,
     add_finetune_args,
     infer,
@@ -177,11 +176,7 @@ def training_tensors(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(parse_args(argv))
-    except (*REPORTED_ERRORS, SquadError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,11 +33,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
 
 
-class SquadError(ValueError):
+class SquadError(UserError, ValueError):
     """A SQuAD-format file is missing, not UTF-8, not JSON or lacks a required key."""
 
 

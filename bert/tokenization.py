@@ -36,6 +36,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from common.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 UNK = "[UNK]"
@@ -56,7 +58,7 @@ _CJK_RANGES = (
 )
 
 
-class VocabError(ValueError):
+class VocabError(UserError, ValueError):
     """A vocabulary file is missing, empty or not UTF-8."""
 
 

@@ -36,14 +36,20 @@ import torch
 
 from common import distributed
 from common.atomic import atomic_write, replace_durably, temp_path
+from common.errors import UserError
 
 FORMAT = "lm-recipes-checkpoint"
 VERSION = 1
 PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, foreign or does not fit the model."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """A readable torch file that is not a checkpoint of this project (a published model,
+    say), which some callers load another way."""
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
@@ -127,7 +133,9 @@ def load_checkpoint(
     state = read_torch_file(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a checkpoint of this project (top level: {keys})")
+        raise ForeignCheckpointError(
+            f"{path} is not a checkpoint of this project (top level: {keys})"
+        )
     if state.get("version", 0) > VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {state['version']}, newer than this code ({VERSION})"

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import torch
 
+from common import distributed
 from common.distributed import DeviceError, resolve_device
+from common.errors import UserError
 from common.precision import PRECISIONS, Precision, check_supported, full_precision_mode
 
 
@@ -107,3 +110,20 @@ def create_precision(
     as the user typed it."""
     mode = args.math or default_precision(device, gpu)
     return Precision.create(mode, device, "--math", args.math_flag, **scaler_kwargs)
+
+
+def run_main(work: Callable[[], int | None]) -> int:
+    """An entry point's exit status for `work()`: a user mistake (`UserError`) or an OS
+    error (a full disk, an unreadable file) is printed as one line `error: ...` and gives
+    1; a bug keeps its traceback. On any error the process group is released without
+    waiting for the other ranks, which may be elsewhere."""
+    try:
+        code = work()
+    except (UserError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        distributed.abort()
+        return 1
+    except BaseException:
+        distributed.abort()
+        raise
+    return 0 if code is None else code

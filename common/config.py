@@ -32,8 +32,10 @@ from typing import Any
 
 import yaml
 
+from common.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """An unknown config name, section or key; the message names the file."""
 
 

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.errors import UserError
+
 BACKEND_ENV = "LM_RECIPES_DIST_BACKEND"
 
 # Where tensors handed to collectives must live; set by init_distributed.
@@ -168,7 +170,7 @@ def _rendezvous_store(info: dict[str, Any], timeout: datetime.timedelta) -> dist
     return dist.PrefixStore(f"lm_recipes/attempt_{attempt}/", store)
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """The requested device does not exist on this machine."""
 
 
@@ -390,6 +392,16 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     np.random.seed(value % 2**32)
     torch.manual_seed(value)
     return value
+
+
+def abort() -> None:
+    """Release the process group on an error, without meeting the other ranks (they may
+    be stuck elsewhere or gone); safe to call when none exists."""
+    global _comm_device
+    if is_initialized():
+        dist.destroy_process_group()
+        time.sleep(0.05)  # see cleanup(): let gloo's workers drop their tensors
+    _comm_device = None
 
 
 def cleanup() -> None:

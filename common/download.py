@@ -52,6 +52,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.atomic import replace_durably
+from common.errors import UserError
 
 __all__ = [
     "read_manifest",
@@ -69,7 +70,7 @@ USER_AGENT = "lm-recipes-download/1.0 (Python urllib)"
 HASH_BLOCK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed; the message names the URL and the destination file."""
 
 

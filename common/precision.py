@@ -23,10 +23,12 @@ from typing import Any
 
 import torch
 
+from common.errors import UserError
+
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(UserError, ValueError):
     """The requested precision is unknown or not supported by the device."""
 
 

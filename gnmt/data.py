@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
+from common.errors import UserError
 from gnmt.tokenizer import PAD, Tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data; the message names the file and line."""
 
 

@@ -22,12 +22,14 @@ from typing import Any
 import sacremoses
 from subword_nmt.apply_bpe import BPE
 
+from common.errors import UserError
+
 PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "<s>", "<\\s>"
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = (PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN)
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """Missing or malformed vocabulary / BPE codes; the message names the file."""
 
 

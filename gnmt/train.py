@@ -25,14 +25,14 @@ from common import cli, distributed
 from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
 from common.logging import Logger
 from common.metrics import MetricsWindow
-from common.precision import Precision, PrecisionError
+from common.precision import Precision
 from common.run_control import RunControl
 from common.schedules import build_gnmt_scheduler
 from common.step import OptimizerStep
 from gnmt import data
 from gnmt.beam_search import SearchConfig
 from gnmt.model import GNMT, config_dict, label_smoothed_loss
-from gnmt.tokenizer import Tokenizer, TokenizerError
+from gnmt.tokenizer import Tokenizer
 from gnmt.translate import translate_ids
 
 
@@ -152,19 +152,7 @@ def evaluate_bleu(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return train(args)
-    except (
-        data.DataError,
-        TokenizerError,
-        CheckpointError,
-        PrecisionError,
-        distributed.DeviceError,
-        OSError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: train(parse_args(argv)))
 
 
 def train(args: argparse.Namespace) -> int:

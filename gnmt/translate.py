@@ -26,13 +26,11 @@ import torch
 from common import cli
 from common.atomic import atomic_write
 from common.benchmark import LatencyRecorder, markdown_table
-from common.checkpoint import CheckpointError
 from common.distributed import resolve_device
-from common.precision import PrecisionError
 from gnmt.beam_search import SearchConfig, beam_search
 from gnmt.data import DataError, length_sorted_batches, pad, read_lines
 from gnmt.model import GNMT, load_checkpoint
-from gnmt.tokenizer import EOS, Tokenizer, TokenizerError
+from gnmt.tokenizer import EOS, Tokenizer
 
 STDIN = "-"
 
@@ -205,13 +203,7 @@ def translate(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        translate(args)
-    except (DataError, CheckpointError, TokenizerError, PrecisionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run_main(lambda: translate(parse_args(argv)))
 
 
 if __name__ == "__main__":

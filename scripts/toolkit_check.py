@@ -26,7 +26,7 @@ from common.checkpoint import Checkpointer, capture_training_state
 from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.optim import LAMB
-from common.precision import Precision, PrecisionError
+from common.precision import Precision
 from common.run_control import RunControl
 from common.schedules import DECAYS, build_scheduler
 from common.step import OptimizerStep
@@ -130,12 +130,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (PrecisionError, distributed.DeviceError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,3 +84,33 @@ def test_fp16_on_the_cpu_names_the_flag_as_typed(module, spelling):
 def test_fp16_shorthand_with_another_mode_is_a_conflict(module):
     line = one_line_error(module, [*ENTRY_POINTS[module], "--fp16", "--precision", "bf16"])
     assert "--precision bf16 conflicts with --fp16" in line
+
+
+def test_run_main_reports_user_mistakes_in_one_line_and_keeps_tracebacks_for_bugs(capsys):
+    from common import cli
+    from common.errors import UserError
+
+    def mistake():
+        raise UserError("data/train.en line 3: not UTF-8")
+
+    assert cli.run_main(mistake) == 1
+    assert capsys.readouterr().err == "error: data/train.en line 3: not UTF-8\n"
+    assert cli.run_main(lambda: None) == 0 and cli.run_main(lambda: 3) == 3
+    with pytest.raises(ZeroDivisionError):
+        cli.run_main(lambda: 1 / 0)
+
+
+def test_every_reported_error_is_a_user_error():
+    from bert import finetune, glue, pretraining_data, run_pretraining, squad_eval, tokenization
+    from common import checkpoint, config, distributed, download, precision
+    from common.errors import UserError
+    from gnmt import data as gnmt_data
+    from gnmt import tokenizer
+    from transformer_xl import data as txl_data
+
+    for error in (finetune.FinetuneError, glue.GlueError, pretraining_data.ShardError,
+                  run_pretraining.PretrainingError, squad_eval.SquadError,
+                  tokenization.VocabError, checkpoint.CheckpointError, config.ConfigError,
+                  distributed.DeviceError, download.DownloadError, precision.PrecisionError,
+                  gnmt_data.DataError, tokenizer.TokenizerError, txl_data.DataError):  # fmt: skip
+        assert issubclass(error, UserError), error

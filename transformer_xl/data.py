@@ -50,6 +50,7 @@ import torch
 
 from common import distributed
 from common.atomic import atomic_write
+from common.errors import UserError
 
 __all__ = [
     "DATASETS",
@@ -87,7 +88,7 @@ VARLEN_MAX_DEVIATION = 3
 _ROLL, _VARLEN, _SHARDS, _SENTENCES = range(4)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or missing data; the message names the file and, where it applies, the line."""
 
 

@@ -30,11 +30,10 @@ import torch
 from common import cli, distributed
 from common.benchmark import LatencyRecorder, percentiles, write_json
 from common.checkpoint import CheckpointError
-from common.config import ConfigError, parse_with_config
+from common.config import parse_with_config
 from common.logging import Logger
 from common.precision import (
     Precision,
-    PrecisionError,
 )
 from transformer_xl import data
 from transformer_xl.model import MemTransformerLM, load_checkpoint
@@ -169,18 +168,7 @@ def score_manual(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return evaluate(parse_args(argv))
-    except (
-        data.DataError,
-        CheckpointError,
-        ConfigError,
-        PrecisionError,
-        distributed.DeviceError,
-        OSError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: evaluate(parse_args(argv)))
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ from pathlib import Path
 from common import cli
 from common.atomic import atomic_write, replace_durably
 from common.download import DownloadError, ExtractError, download_recorded, extract, name_url
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ FOLDERS = {
 CHUNK = 1 << 20  # bytes or characters converted per write
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """An archive's contents are not what the recipe expects; the message names the file."""
 
 

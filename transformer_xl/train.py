@@ -41,7 +41,6 @@ from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import (
     Precision,
-    PrecisionError,
 )
 from common.run_control import RunControl
 from common.schedules import ScheduledLR, build_scheduler
@@ -305,19 +304,7 @@ def resume_state(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-        return train(args)
-    except (
-        data.DataError,
-        CheckpointError,
-        ConfigError,
-        PrecisionError,
-        distributed.DeviceError,
-        OSError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return cli.run_main(lambda: train(parse_args(argv)))
 
 
 def train(args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from common.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad pre-training input; the message names the file (and position where known)."""
 
 
