@@ -166,14 +166,14 @@ def test_help_lists_the_flags(capsys):
 
 def test_each_task_has_its_recipe_and_named_setups():
     mrpc = run_glue.parse_args(["--task_name", "MRPC", "--setup", "dgxa100_8gpu_fp16"])
-    assert (mrpc.train_batch_size, mrpc.learning_rate, mrpc.precision) == (16, 2.4e-5, "fp16")
+    assert (mrpc.train_batch_size, mrpc.learning_rate, mrpc.math) == (16, 2.4e-5, "fp16")
     assert (mrpc.num_train_epochs, mrpc.max_seq_length, str(mrpc.data_dir)) == (
         3.0,
         128,
         "data/download/MRPC",
     )
     cola = run_glue.parse_args(["--task_name", "cola", "--setup", "dgx1_1gpu_fp32"])
-    assert (cola.train_batch_size, cola.learning_rate, cola.precision) == (32, 2e-5, "fp32")
+    assert (cola.train_batch_size, cola.learning_rate, cola.math) == (32, 2e-5, "fp32")
     names = yaml.safe_load(run_glue.DEFAULT_CONFIG.read_text())["configs"]
     for name in names:
         for task in ("CoLA", "SST-2", "MRPC", "MNLI"):

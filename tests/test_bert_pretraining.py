@@ -322,7 +322,7 @@ def test_every_setup_keeps_the_recipes_global_batches():
             values = {**doc[phase], **setup[phase]}
             global_batch = values["train_batch_size"] * values["gradient_accumulation_steps"]
             assert global_batch * world == target, (name, phase)
-            assert values["precision"] in name
+            assert values["math"] in name
 
 
 def test_setup_and_phase_pick_the_yaml_values_and_flags_win(tmp_path):
@@ -330,7 +330,7 @@ def test_setup_and_phase_pick_the_yaml_values_and_flags_win(tmp_path):
     one = run_pretraining.parse_args(base)
     assert (one.max_seq_length, one.max_predictions_per_seq, one.max_steps) == (128, 20, 7038)
     assert (one.train_batch_size, one.gradient_accumulation_steps) == (64, 128)
-    assert (one.learning_rate, one.warmup_proportion, one.precision) == (6e-3, 0.2843, "fp16")
+    assert (one.learning_rate, one.warmup_proportion, one.math) == (6e-3, 0.2843, "fp16")
     two = run_pretraining.parse_args([*base, "--phase2", "--train_batch_size", "4"])
     assert (two.max_seq_length, two.max_predictions_per_seq, two.max_steps) == (512, 80, 1563)
     assert (two.train_batch_size, two.gradient_accumulation_steps) == (4, 256)

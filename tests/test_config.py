@@ -83,4 +83,4 @@ def test_shipped_transformer_xl_configs_load(name):
     for config in ("default", "dgxa100_1gpu_fp16", "dgx1_8gpu_fp32", "trainbench"):
         train = load_named_config(path, config, "train")
         assert train["dataset"] == "wt103" and train["max_step"] > 0
-    assert load_named_config(path, "dgxa100_1gpu_tf32", "eval")["precision"] == "tf32"
+    assert load_named_config(path, "dgxa100_1gpu_tf32", "eval")["math"] == "tf32"
