@@ -70,7 +70,7 @@ from common.checkpoint import (
     CheckpointError,
     ForeignCheckpointError,
     capture_training_state,
-    load_checkpoint,
+    read_checkpoint,
     restore_training_state,
 )
 from common.config import parse_with_config
@@ -308,7 +308,7 @@ def load_weights(model: BertForPreTraining, path: Path) -> dict[str, Any] | None
     one of ours (it may also hold optimizer state), None for a foreign one."""
     if path.is_file():
         try:
-            state = load_checkpoint(path)
+            state = read_checkpoint(path)
         except ForeignCheckpointError:
             pass  # a published model: loaded below
         else:
@@ -362,7 +362,7 @@ def starting_point(
     state = None
     wanted = args.resume_from_checkpoint or (phase == 2 and args.init_checkpoint is None)
     if latest is not None and wanted and not args.benchmark:
-        state = load_checkpoint(latest)
+        state = read_checkpoint(latest)
     latest_phase = state["extra"].get("phase") if state else None
     if args.resume_from_checkpoint and latest_phase == phase:
         return StartingPoint(state, latest, state["extra"].get("phase1_end_step", 0))

@@ -126,7 +126,7 @@ def read_torch_file(
         ) from exc
 
 
-def load_checkpoint(
+def read_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
     """Load and validate one of our checkpoints; clear errors for anything else."""
@@ -336,7 +336,7 @@ class Checkpointer:
         path = Path(path) if path is not None else self.latest()
         if path is None:
             return None
-        state = load_checkpoint(path, map_location=map_location)
+        state = read_checkpoint(path, map_location=map_location)
         return restore_training_state(
             state,
             model=model,

@@ -25,9 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from common.checkpoint import FORMAT, CheckpointError, read_torch_file, strip_prefixes
 from common.precision import cpu_has_native_bf16
-from gnmt.tokenizer import PAD, Tokenizer, TokenizerError
+from gnmt.tokenizer import PAD, Tokenizer
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer (h, c), each [1, B, H]
 
@@ -266,11 +263,14 @@ class EncodedSource:
 
 
 class GNMT(nn.Module):
-    """GNMT v2. `model(src [B, S], src_lengths [B], tgt_input [B, T])` -> logits [B, T, V]."""
+    """GNMT v2. `model(src [B, S], src_lengths [B], tgt_input [B, T])` -> logits [B, T, V].
+
+    Built as `GNMT(config)` from a `GNMTConfig`, or as `GNMT(vocab_size, hidden_size, ...)`.
+    """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | GNMTConfig,
         hidden_size: int = 1024,
         num_layers: int = 4,
         dropout: float = 0.2,
@@ -278,21 +278,24 @@ class GNMT(nn.Module):
         init_decoder_from_encoder: bool = False,
     ) -> None:
         super().__init__()
-        if num_layers < 2:
+        if isinstance(vocab_size, GNMTConfig):
+            cfg = vocab_size
+        else:
+            cfg = GNMTConfig(vocab_size, hidden_size, num_layers, dropout, share_embedding,
+                             init_decoder_from_encoder)  # fmt: skip
+        if cfg.num_layers < 2:
             raise ValueError("GNMT needs at least 2 layers (bidirectional + unidirectional)")
-        self.config = GNMTConfig(
-            vocab_size, hidden_size, num_layers, dropout, share_embedding, init_decoder_from_encoder
-        )
-        bound = self.config.init_weight
+        self.config = cfg
+        bound = cfg.init_weight
 
         def embedding() -> nn.Embedding:
-            emb = nn.Embedding(vocab_size, hidden_size, padding_idx=PAD)
+            emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=PAD)
             nn.init.uniform_(emb.weight, -bound, bound)
             return emb
 
         enc_emb = embedding()
-        self.encoder = Encoder(self.config, enc_emb)
-        self.decoder = Decoder(self.config, enc_emb if share_embedding else embedding())
+        self.encoder = Encoder(cfg, enc_emb)
+        self.decoder = Decoder(cfg, enc_emb if cfg.share_embedding else embedding())
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncodedSource:
         keys, finals = self.encoder(src, src_lengths)
@@ -341,97 +344,11 @@ def config_dict(model: GNMT) -> dict[str, Any]:
     return asdict(model.config)
 
 
-def _defaultdict_as_dict(*_default_factory: Any) -> dict:
-    """Stands in for `collections.defaultdict` while unpickling NVIDIA's `tok2idx`:
-    torch's weights_only unpickler fills plain dicts only, and the default (UNK) is
-    not needed because `Tokenizer` maps unknown pieces to UNK itself."""
-    return {}
-
-
-def _nvidia_safe_globals() -> list[Any]:
-    """What NVIDIA's GNMT checkpoints pickle besides tensors and plain data: the
-    tokenizer's subword-nmt BPE object (with glossaries it holds a compiled regex),
-    `tok2idx` = defaultdict(partial(int, UNK)) and the run's argparse namespace."""
-    import argparse
-    import functools
-
-    from subword_nmt.apply_bpe import BPE
-
-    return [
-        BPE,
-        re._compile,
-        (_defaultdict_as_dict, "collections.defaultdict"),
-        functools.partial,
-        int,
-        argparse.Namespace,
-    ]
-
-
-def _load_any(path: Path, map_location: Any) -> dict[str, Any]:
-    """Our checkpoint or NVIDIA's `model_best.pth` as a dict; clear errors otherwise."""
-    state = read_torch_file(
-        path,
-        map_location,
-        safe_globals=_nvidia_safe_globals(),
-        kind="GNMT checkpoint",
-        allowed="tensors, plain data and NVIDIA's tokenizer",
-        require_archive=False,  # older NVIDIA files use torch's legacy format
-    )
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a GNMT checkpoint (holds a {type(state).__name__})")
-    return state
-
-
-def _nvidia_model_config(nv: Any, path: Path) -> dict[str, Any]:
-    """Our GNMT arguments from NVIDIA's `model_config` (batch_first only changes the
-    layout of activations, not the weights)."""
-    try:
-        cfg = {k: nv[k] for k in ("vocab_size", "hidden_size", "num_layers", "dropout")}
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: model_config lacks {exc} (got {nv!r})") from exc
-    cfg["share_embedding"] = nv.get("share_embedding", True)
-    return cfg
-
-
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[GNMT, Tokenizer]:
-    """(model in eval mode, tokenizer) from our checkpoint or NVIDIA's PyTorch GNMT one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    state = _load_any(path, map_location)
-    if state.get("format") == FORMAT:
-        extra = state.get("extra") or {}
-        if "model_config" not in extra or "tokenizer" not in extra:
-            raise CheckpointError(f"{path} is a checkpoint of another model, not GNMT")
-        cfg = dict(extra["model_config"])
-        cfg.pop("init_weight", None)
-        tokenizer_state, from_state = extra["tokenizer"], Tokenizer.from_state_dict
-        weights = state["model"]
-    elif {"model_config", "state_dict", "tokenizer"} <= set(state):
-        cfg = _nvidia_model_config(state["model_config"], path)
-        tokenizer_state, from_state = state["tokenizer"], Tokenizer.from_nvidia_state
-        weights = {
-            k.replace("decoder.classifier.classifier.", "decoder.classifier."): v
-            for k, v in strip_prefixes(state["state_dict"]).items()
-        }
-    else:
-        raise CheckpointError(f"{path} is not a GNMT checkpoint (keys: {sorted(state)[:8]})")
-    try:
-        tokenizer = from_state(tokenizer_state)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: malformed tokenizer state ({exc!r})") from exc
-    except TokenizerError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    if tokenizer.vocab_size != cfg["vocab_size"]:
-        raise CheckpointError(
-            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-            f"{cfg['vocab_size']}: the vocabulary does not match the checkpoint"
-        )
-    model = GNMT(**cfg)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit GNMT{cfg}: {exc}") from exc
-    return model.eval(), tokenizer
+    """(model in eval mode, tokenizer) from our checkpoint or NVIDIA's PyTorch GNMT one;
+    the readers live in gnmt.checkpoints (`load_model`)."""
+    from gnmt.checkpoints import load_model
+
+    return load_model(path, map_location)

@@ -20,7 +20,7 @@ import sacrebleu
 import torch
 
 from common import cli, distributed
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from common.logging import read_dllogger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +68,8 @@ def toolkit(out: Path) -> str:
         [*check, "--save-dir", str(d), "--save-every", "20", "--resume"],
         out / "toolkit_resume_2.log",
     )
-    straight = load_checkpoint(out / "toolkit_fp32" / "checkpoint_last.pt")["model"]
-    resumed = load_checkpoint(d / "checkpoint_last.pt")["model"]
+    straight = read_checkpoint(out / "toolkit_fp32" / "checkpoint_last.pt")["model"]
+    resumed = read_checkpoint(d / "checkpoint_last.pt")["model"]
     same = all(torch.equal(straight[k], resumed[k]) for k in straight)
     if not same:
         raise SystemExit("demo: resumed run differs from the uninterrupted one")

@@ -45,7 +45,7 @@ import torch
 from common import cli
 from common.atomic import atomic_write
 from common.benchmark import device_name, markdown_table, write_json
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from common.logging import read_dllogger
 from scripts.benchmark import update_docs
 
@@ -330,7 +330,7 @@ def logged_losses(path: Path) -> tuple[list[float], int]:
 
 
 def max_weight_difference(a: Path, b: Path) -> float:
-    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    wa, wb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
     if wa.keys() != wb.keys():
         raise CheckFailed(f"{a} and {b} hold different parameters")
     return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)

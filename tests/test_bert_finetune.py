@@ -14,7 +14,7 @@ import torch
 from bert import finetune, glue, run_glue, squad_eval, toy_squad
 from bert.model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from common import distributed
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from common.logging import Logger, read_dllogger
 from common.precision import Precision
 from tests.bert_finetune_fixtures import glue_flags, separable_task
@@ -84,7 +84,7 @@ def task(tmp_path_factory):
 
 
 def final_weights(out):
-    return load_checkpoint(Path(out) / "checkpoints" / "finetune_last.pt")["model"]
+    return read_checkpoint(Path(out) / "checkpoints" / "finetune_last.pt")["model"]
 
 
 def assert_same(a, b, exact=True):
@@ -104,7 +104,7 @@ def test_resumed_run_continues_exactly_as_an_uninterrupted_one(task, tmp_path, c
     resumed = tmp_path / "resumed"
     first = glue_flags(task, resumed, *common, "--max_steps", "17", model=model)
     assert run_glue.main(first) == 0
-    assert load_checkpoint(resumed / "checkpoints" / "finetune_last.pt")["step"] == 17
+    assert read_checkpoint(resumed / "checkpoints" / "finetune_last.pt")["step"] == 17
     capsys.readouterr()
     assert run_glue.main(glue_flags(task, resumed, *common, "--resume", model=model)) == 0
     assert "resumed from step 17 of 60" in capsys.readouterr().out
@@ -156,7 +156,7 @@ def test_sigterm_saves_a_checkpoint_at_the_end_of_the_step_and_stops(task, tmp_p
             model, tensors, loss_fn, args, env, Precision.create("fp32", env.device), logger
         )
     assert result.interrupted and result.steps == 3
-    assert load_checkpoint(tmp_path / "checkpoints" / "finetune_last.pt")["step"] == 3
+    assert read_checkpoint(tmp_path / "checkpoints" / "finetune_last.pt")["step"] == 3
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 

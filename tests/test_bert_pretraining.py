@@ -29,7 +29,7 @@ from bert.pretraining_data import (
     write_shard,
 )
 from common import distributed
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from common.logging import read_dllogger
 from tests.helpers import ROOT, clean_env, nocpu_env
 
@@ -433,7 +433,7 @@ def run(data, out, *extra, **kw):
 
 
 def weights(path):
-    return load_checkpoint(path)["model"]
+    return read_checkpoint(path)["model"]
 
 
 def assert_same_weights(a, b, exact=True):
@@ -485,22 +485,22 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp_path, capsys
              "--dynamic_masking", "--train_batch_size", 12]  # fmt: skip
     assert run(data, tmp_path / "straight", *extra) == 0
     assert run(data, tmp_path / "halves", *extra, "--steps_this_run", 3) == 0
-    assert load_checkpoint(tmp_path / "halves" / "ckpt_last.pt")["step"] == 3
+    assert read_checkpoint(tmp_path / "halves" / "ckpt_last.pt")["step"] == 3
     assert not (tmp_path / "halves" / "pretrained").exists()  # the phase is not done
     assert run(data, tmp_path / "halves", *extra, "--resume_from_checkpoint") == 0
     assert_same_weights(
         tmp_path / "straight" / "ckpt_last.pt", tmp_path / "halves" / "ckpt_last.pt"
     )
     straight, halves = (
-        load_checkpoint(tmp_path / "straight" / "ckpt_last.pt"),
-        load_checkpoint(tmp_path / "halves" / "ckpt_last.pt"),
+        read_checkpoint(tmp_path / "straight" / "ckpt_last.pt"),
+        read_checkpoint(tmp_path / "halves" / "ckpt_last.pt"),
     )
     assert straight["data_position"] == halves["data_position"]
     assert straight["optimizer"]["param_groups"][0]["step"] == 6
     # Once the phase is complete, a rerun has nothing to do.
     assert run(data, tmp_path / "halves", *extra, "--resume_from_checkpoint") == 0
     assert "phase 1 is complete: nothing to do" in capsys.readouterr().out
-    assert load_checkpoint(tmp_path / "halves" / "ckpt_last.pt")["step"] == 6
+    assert read_checkpoint(tmp_path / "halves" / "ckpt_last.pt")["step"] == 6
 
 
 def test_accumulating_two_micro_batches_equals_one_batch_twice_as_large(data, tmp_path):
@@ -518,7 +518,7 @@ def test_phase2_continues_from_phase1s_last_checkpoint(data, tmp_path, capsys):
     assert run(data, out, "--max_steps", 4) == 0
     assert run(data, out, "--phase2", "--max_steps", 3, phase="phase2") == 0
     assert f"phase 2 starts from {out / 'ckpt_last.pt'} (step 4)" in capsys.readouterr().out
-    state = load_checkpoint(out / "ckpt_last.pt")
+    state = read_checkpoint(out / "ckpt_last.pt")
     assert state["step"] == 7 and state["extra"]["phase"] == 2
     assert state["extra"]["phase1_end_step"] == 4
     assert state["optimizer"]["param_groups"][0]["step"] == 3  # restarted for phase 2
@@ -538,7 +538,7 @@ def test_phase2_can_start_from_a_checkpoint_elsewhere(data, tmp_path):
     two = tmp_path / "two"
     args = ["--phase2", "--init_checkpoint", source, "--max_steps", 2, "--learning_rate", 0.0]
     assert run(data, two, *args, phase="phase2") == 0
-    state = load_checkpoint(two / "ckpt_last.pt")
+    state = read_checkpoint(two / "ckpt_last.pt")
     assert (state["step"], state["extra"]["phase1_end_step"]) == (6, 4)
     assert_same_weights(source, two / "ckpt_last.pt")  # learning rate 0: phase 1's weights
     # LAMB's moments carry over: m = 0.9^2 m(phase 1) + what a fresh start accumulates
@@ -546,8 +546,8 @@ def test_phase2_can_start_from_a_checkpoint_elsewhere(data, tmp_path):
     fresh = tmp_path / "fresh"
     args[2] = tmp_path / "one" / "pretrained"
     assert run(data, fresh, *args, "--phase1_end_step", 4, phase="phase2") == 0
-    m1 = load_checkpoint(source)["optimizer"]["state"][0]["exp_avg"]
-    m_fresh = load_checkpoint(fresh / "ckpt_last.pt")["optimizer"]["state"][0]["exp_avg"]
+    m1 = read_checkpoint(source)["optimizer"]["state"][0]["exp_avg"]
+    m_fresh = read_checkpoint(fresh / "ckpt_last.pt")["optimizer"]["state"][0]["exp_avg"]
     m_carried = state["optimizer"]["state"][0]["exp_avg"]
     torch.testing.assert_close(m_carried, 0.81 * m1 + m_fresh, rtol=1e-4, atol=1e-8)
 
@@ -617,7 +617,7 @@ def test_benchmark_reports_throughput_and_writes_no_checkpoint(data, tmp_path, c
 def test_adam_trains_too(data, tmp_path):
     out = tmp_path / "adam"
     assert run(data, out, "--optimizer", "adam", "--learning_rate", 1e-3, "--max_steps", 2) == 0
-    assert load_checkpoint(out / "ckpt_last.pt")["extra"]["optimizer"] == "adam"
+    assert read_checkpoint(out / "ckpt_last.pt")["extra"]["optimizer"] == "adam"
 
 
 def launch(args, env=None, **kw):
@@ -644,7 +644,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path)
     output = proc.communicate(timeout=240)[0]
     assert proc.returncode == 0, output
     assert_same_weights(tmp_path / "one" / "ckpt_last.pt", tmp_path / "two" / "ckpt_last.pt", False)
-    ranks = load_checkpoint(tmp_path / "two" / "ckpt_last.pt")["data_position"]["ranks"]
+    ranks = read_checkpoint(tmp_path / "two" / "ckpt_last.pt")["data_position"]["ranks"]
     assert ranks == [{"epoch": 0, "shard": 0, "offset": 24}] * 2
 
 
@@ -661,7 +661,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data, tmp_path):
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output
     assert "stopped by a signal" in output
-    step = load_checkpoint(out / "ckpt_last.pt")["step"]
+    step = read_checkpoint(out / "ckpt_last.pt")["step"]
     assert 3 <= step < 100000
     assert not (out / "pretrained").exists()
 
@@ -696,7 +696,7 @@ def test_run_sub_runs_phase2_with_two_tasks_after_phase1(data, tmp_path):
         cluster.stop()
     assert code == 0, out
     assert "phase 2 starts from" in out
-    state = load_checkpoint(results / "ckpt_last.pt")
+    state = read_checkpoint(results / "ckpt_last.pt")
     assert (state["step"], state["extra"]["phase"]) == (6, 2)
     assert len(state["data_position"]["ranks"]) == 2
     assert state["scheduler"]["base_lrs"] == [pytest.approx(0.02)] * 2

@@ -18,7 +18,7 @@ from common.checkpoint import (
     Checkpointer,
     CheckpointError,
     capture_training_state,
-    load_checkpoint,
+    read_checkpoint,
     restore_training_state,
     rng_state,
     save_atomic,
@@ -53,7 +53,7 @@ def test_rng_state_round_trip_restores_every_generator():
 def test_checkpoint_loads_with_weights_only(tmp_path):
     model, state = small_state(step=7)
     save_atomic(state, tmp_path / "c.pt")
-    loaded = load_checkpoint(tmp_path / "c.pt")
+    loaded = read_checkpoint(tmp_path / "c.pt")
     assert loaded["step"] == 7
     assert torch.equal(loaded["model"]["weight"], model.weight.detach())
 
@@ -70,8 +70,8 @@ def test_last_best_and_keep_last_n(tmp_path):
         "checkpoint_step00000020.pt",
         "checkpoint_step00000030.pt",
     ]
-    assert load_checkpoint(ckpt.last_path)["step"] == 30
-    assert load_checkpoint(ckpt.best_path)["step"] == 20  # outlives its pruned step file
+    assert read_checkpoint(ckpt.last_path)["step"] == 30
+    assert read_checkpoint(ckpt.best_path)["step"] == 20  # outlives its pruned step file
     assert ckpt.latest() == ckpt.last_path
 
 
@@ -83,7 +83,7 @@ def test_non_main_rank_writes_nothing(tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="nope.pt does not exist"):
-        load_checkpoint(tmp_path / "nope.pt")
+        read_checkpoint(tmp_path / "nope.pt")
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
@@ -92,19 +92,19 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"c\.pt is truncated"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_foreign_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"state_dict": {}, "epoch": 3}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt is not a checkpoint of this project"):
-        load_checkpoint(tmp_path / "other.pt")
+        read_checkpoint(tmp_path / "other.pt")
     torch.save({"args": argparse.Namespace(lr=1.0)}, tmp_path / "pickled.pt")
     with pytest.raises(CheckpointError, match=r"pickled\.pt is not a checkpoint .* objects beyond"):
-        load_checkpoint(tmp_path / "pickled.pt")
+        read_checkpoint(tmp_path / "pickled.pt")
     (tmp_path / "text.pt").write_text("hello\n")
     with pytest.raises(CheckpointError, match=r"text\.pt is not a checkpoint of this project"):
-        load_checkpoint(tmp_path / "text.pt")
+        read_checkpoint(tmp_path / "text.pt")
 
 
 def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
@@ -124,7 +124,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="No space left on device"):
         save_atomic(small_state(step=2)[1], path)
     monkeypatch.undo()
-    assert load_checkpoint(path)["step"] == 1
+    assert read_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
 
 
@@ -169,7 +169,7 @@ def test_resume_in_process_is_exact(tmp_path):
 
 
 def weights(path):
-    return load_checkpoint(path)["model"]
+    return read_checkpoint(path)["model"]
 
 
 @pytest.mark.slow
@@ -203,7 +203,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert load_checkpoint(killed_dir / "checkpoint_last.pt")["step"] < 60
+    assert read_checkpoint(killed_dir / "checkpoint_last.pt")["step"] < 60
 
     out = run_python([*common, "--save-dir", killed_dir, "--resume"]).stdout
     assert "(step 60)" in out
@@ -241,7 +241,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped at step" in out and "SIGTERM" in err
-    stopped_at = load_checkpoint(tmp_path / "checkpoint_last.pt")["step"]
+    stopped_at = read_checkpoint(tmp_path / "checkpoint_last.pt")["step"]
     assert 5 <= stopped_at < 400
     out = run_python(
         [*common, "--save-dir", tmp_path, "--resume", "--steps", str(stopped_at + 3)]
@@ -258,7 +258,7 @@ def test_two_processes_run_under_a_process_group_without_a_cpu_backend(tmp_path)
               str(distributed.free_port()), "-m", "scripts.toolkit_check"]  # fmt: skip
     args = ["--steps", "6", "--save-every", "3", "--print-freq", "1", "--device", "cpu"]
     run_python([*launch, *args, "--save-dir", tmp_path], env_extra=nocpu_env())
-    assert load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 6
+    assert read_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 6
     logged = [r for r in read_dllogger(tmp_path / "log.json") if "loss" in r["data"]]
     assert [r["step"] for r in logged] == list(range(1, 7))
 
@@ -283,7 +283,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
     os.kill(workers[1], signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out
-    stopped = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    stopped = read_checkpoint(tmp_path / "checkpoint_last.pt")
     assert stopped["step"] % 5 == 0 and stopped["step"] > 5
     assert set(re.findall(r"stopped at step (\d+);", out)) == {str(stopped["step"])}
     assert len(stopped["rng"]) == 2  # both ranks took part in the save

@@ -25,7 +25,7 @@ import torch
 
 from bert.pretraining_data import synthetic_shards, synthetic_vocab
 from common import distributed
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from gnmt import prepare_data, toy_data
 from tests.helpers import ROOT, clean_env
 from transformer_xl import toy_data as txl_toy_data
@@ -130,7 +130,7 @@ def torchrun(module: str, args: list[str], restarts: int = 0) -> list[str]:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return read_checkpoint(path)["model"]
 
 
 def assert_same(a: Path, b: Path) -> None:
@@ -188,7 +188,7 @@ def test_random_kills_never_leave_a_broken_checkpoint(recipe, tmp_path):
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        assert load_checkpoint(killed / r.last)["step"] >= 1  # the last one always loads
+        assert read_checkpoint(killed / r.last)["step"] >= 1  # the last one always loads
     assert kills >= 1
     assert launch(["-m", r.module, *r.args(data, killed, 1, 40)]).wait(timeout=300) == 0
     assert_same(straight / r.last, killed / r.last)
@@ -235,7 +235,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(recipe, sm
     # The next checkpoint (or log line) cannot be written: one line says so.
     assert err.startswith("error: ") and "No space left on device" in err, err
     assert "Traceback" not in err
-    assert load_checkpoint(out / r.last)["step"] >= 2
+    assert read_checkpoint(out / r.last)["step"] >= 2
 
 
 def test_sigterm_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(recipe, tmp_path):
@@ -257,7 +257,7 @@ def test_sigterm_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(reci
     out = "".join(lines) + proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
     assert "received SIGTERM" in out
-    step = load_checkpoint(stopped / r.last)["step"]
+    step = read_checkpoint(stopped / r.last)["step"]
     assert 0 < step < 60, out
     assert launch(["-m", r.module, *r.args(data, stopped, 1000, 60)],
                   stdout=subprocess.DEVNULL).wait(timeout=300) == 0  # fmt: skip
@@ -292,6 +292,6 @@ def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one(tmp_path):
 
     ckpt = Checkpointer(tmp_path, keep_last=2)
     assert ckpt.latest() == tmp_path / "checkpoint_last.pt"
-    state = load_checkpoint(ckpt.latest())
+    state = read_checkpoint(ckpt.latest())
     assert state["step"] == 1 and torch.equal(state["model"]["weight"], torch.ones(2, 2))
     assert not (tmp_path / "checkpoint_step00000002.pt").exists()  # never at a final name

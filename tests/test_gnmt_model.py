@@ -316,3 +316,14 @@ def test_gnmt_trains_and_searches_in_bf16_on_every_cpu(cpu_kind):
     with torch.no_grad():
         hyps = beam_search(model, src, lengths, SearchConfig(beam_size=2, max_length=4))
     assert len(hyps) == 2 and all(1 <= len(h) <= 4 for h in hyps)
+
+
+def test_the_model_takes_its_config_dataclass_or_the_positional_form():
+    from gnmt.model import GNMTConfig
+
+    torch.manual_seed(0)
+    a = GNMT(GNMTConfig(vocab_size=30, hidden_size=8, num_layers=3, share_embedding=False))
+    torch.manual_seed(0)
+    b = GNMT(30, 8, 3, share_embedding=False)
+    assert a.config == b.config
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

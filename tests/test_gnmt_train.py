@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common import distributed
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from common.logging import read_dllogger
 from gnmt import data, prepare_data, toy_data, train
 from gnmt.tokenizer import Tokenizer
@@ -90,7 +90,7 @@ def final_record(save_dir):
 
 
 def weights(path):
-    return load_checkpoint(path)["model"]
+    return read_checkpoint(path)["model"]
 
 
 def assert_same_weights(a, b):
@@ -134,7 +134,7 @@ def test_resume_across_an_epoch_boundary_gives_identical_weights(
     assert train.main(flags(dataset, straight, *common)) == 0
     stop = steps_per_epoch + 3
     assert train.main(flags(dataset, split, *common, "--max-steps", str(stop))) == 0
-    position = load_checkpoint(split / "model_last.pth")["data_position"]
+    position = read_checkpoint(split / "model_last.pth")["data_position"]
     assert position == {"epoch": 1, "batch": 3}
     assert train.main(flags(dataset, split, *common, "--resume")) == 0
     assert final_record(split)["steps"] == 3 * steps_per_epoch

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from gnmt import prepare_data, toy_data
 from tests.slurm_cluster import SlurmCluster
 from transformer_xl import toy_data as txl_toy_data
@@ -48,7 +48,7 @@ def test_gnmt_run_sub_trains_with_two_tasks(cluster, tmp_path):
     )
     assert code == 0, out
     assert "world_size 2" in out
-    assert load_checkpoint(tmp_path / "results" / "model_last.pth")["step"] == 3
+    assert read_checkpoint(tmp_path / "results" / "model_last.pth")["step"] == 3
 
 
 def txl_job(cluster, tmp_path, max_step, *flags, **env):
@@ -74,7 +74,7 @@ def test_transformer_xl_run_sub_trains_with_two_tasks(cluster, tmp_path):
     code, out = txl_job(cluster, tmp_path, 8)
     assert code == 0, out
     assert "| Eval" in out and "| End of training | test loss" in out
-    assert load_checkpoint(tmp_path / "work" / "checkpoint_last.pt")["step"] == 8
+    assert read_checkpoint(tmp_path / "work" / "checkpoint_last.pt")["step"] == 8
     assert (tmp_path / "work" / "mems_rank1_step00000008.pt").is_file()
 
 
@@ -108,7 +108,7 @@ def test_preempted_job_saves_and_the_resubmitted_job_continues(cluster, tmp_path
     deadline = time.time() + 120
     assert cluster.wait(job_id) == 0, first_out.read_text()
     assert "stopped by a signal" in first_out.read_text()
-    stopped_at = load_checkpoint(work / "checkpoint_last.pt")["step"]
+    stopped_at = read_checkpoint(work / "checkpoint_last.pt")["step"]
     assert stopped_at >= 20
     logged = [int(m) for m in re.findall(r"step +(\d+) \|", first_out.read_text())]
     assert max(logged) == stopped_at  # the checkpoint holds the last step trained
@@ -116,6 +116,6 @@ def test_preempted_job_saves_and_the_resubmitted_job_continues(cluster, tmp_path
     code, out = txl_job(cluster, tmp_path, stopped_at + 4)
     assert code == 0, out
     assert f"resumed at step {stopped_at}" in out
-    assert load_checkpoint(work / "checkpoint_last.pt")["step"] == stopped_at + 4
-    weights = load_checkpoint(work / "checkpoint_last.pt")["model"]
+    assert read_checkpoint(work / "checkpoint_last.pt")["step"] == stopped_at + 4
+    weights = read_checkpoint(work / "checkpoint_last.pt")["model"]
     assert all(torch.isfinite(w).all() for w in weights.values())

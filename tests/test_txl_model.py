@@ -704,3 +704,16 @@ def test_non_embedding_parameters_leave_out_embedding_and_softmax():
     assert id(model.r_w_bias) in ids and id(model.layers[0].dec_attn.qkv_net.weight) in ids
     assert id(model.word_emb.emb_layers[0].weight) not in ids
     assert id(model.crit.cluster_weight) not in ids
+
+
+def test_the_model_takes_its_config_dataclass_in_nvidias_names():
+    from transformer_xl.model import TransformerXLConfig
+
+    config = TransformerXLConfig(n_token=50, n_layer=2, n_head=2, d_model=16, d_head=8,
+                                 d_inner=32, dropout=0.0, dropatt=0.0, mem_len=4)  # fmt: skip
+    torch.manual_seed(0)
+    a = MemTransformerLM(config)
+    torch.manual_seed(0)
+    b = MemTransformerLM(**model_config(a))
+    assert a.config == b.config == TransformerXLConfig(**model_config(b))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

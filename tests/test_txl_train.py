@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from common import distributed
-from common.checkpoint import load_checkpoint
+from common.checkpoint import read_checkpoint
 from common.logging import read_dllogger
 from tests.helpers import nocpu_env
 from transformer_xl import eval as txl_eval
@@ -47,7 +47,7 @@ def final(work_dir):
 
 
 def same_weights(a, b):
-    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    wa, wb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
@@ -87,7 +87,7 @@ def test_resume_with_memories_gives_identical_weights(corpus, tmp_path):
     common = ["--no_eval", "--save_interval", "5", "--max_step_scheduler", "12", "--max_step", "12"]
     assert train.main(flags(corpus, straight, *common)) == 0
     assert train.main(flags(corpus, split, *common[:-1], "7")) == 0
-    assert load_checkpoint(split / "checkpoint_last.pt")["step"] == 7
+    assert read_checkpoint(split / "checkpoint_last.pt")["step"] == 7
     assert train.main(flags(corpus, split, *common, "--resume")) == 0
     same_weights(straight / "checkpoint_last.pt", split / "checkpoint_last.pt")
 
@@ -96,8 +96,8 @@ def test_gradient_accumulation_matches_the_whole_batch_without_dropout(corpus, t
     common = ["--no_eval", "--dropout", "0", "--dropatt", "0", "--max_step", "3"]
     assert train.main(flags(corpus, tmp_path / "whole", *common)) == 0
     assert train.main(flags(corpus, tmp_path / "chunks", *common, "--batch_chunk", "2")) == 0
-    a = load_checkpoint(tmp_path / "whole" / "checkpoint_last.pt")["model"]
-    b = load_checkpoint(tmp_path / "chunks" / "checkpoint_last.pt")["model"]
+    a = read_checkpoint(tmp_path / "whole" / "checkpoint_last.pt")["model"]
+    b = read_checkpoint(tmp_path / "chunks" / "checkpoint_last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
@@ -246,8 +246,8 @@ def test_two_processes_train_like_one_without_dropout(corpus, tmp_path):
     )
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, out
-    a = load_checkpoint(tmp_path / "one" / "checkpoint_last.pt")["model"]
-    b = load_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["model"]
+    a = read_checkpoint(tmp_path / "one" / "checkpoint_last.pt")["model"]
+    b = read_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert (tmp_path / "two" / "mems_rank1_step00000003.pt").is_file()

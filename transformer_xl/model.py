@@ -31,25 +31,21 @@ for the next segment: the last `mem_len` positions of [memory ; segment] ending
 
 State-dict names follow NVIDIA's PyTorch recipe (`crit.out_layers.i.weight/bias`, tied
 tensors listed under both names, as in its earlier release and the original code), so
-those checkpoints load one-to-one; `load_checkpoint` also reads the layout of NVIDIA's
-later code (`out_layers_weights`, `out_layers_biases`, `shared_out_projs`).
+those checkpoints load one-to-one; transformer_xl.checkpoints also reads the layout of
+NVIDIA's later code (`out_layers_weights`, `out_layers_biases`, `shared_out_projs`).
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
 import os
-import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import FORMAT, VERSION, CheckpointError, read_torch_file, strip_prefixes
 from transformer_xl.adaptive import AdaptiveEmbedding, ProjectedAdaptiveLogSoftmax
 
 Mems = list[torch.Tensor]  # one [M, B, d_model] tensor per layer
@@ -186,6 +182,32 @@ class RelPartialLearnableDecoderLayer(nn.Module):
         return self.pos_ff(self.dec_attn(x, r, r_w_bias, r_r_bias, attn_mask, mem))
 
 
+@dataclass
+class TransformerXLConfig:
+    """The architecture, in the names of NVIDIA's `model_config` (attention type 0 only)."""
+
+    n_token: int
+    n_layer: int
+    n_head: int
+    d_model: int
+    d_head: int
+    d_inner: int
+    dropout: float
+    dropatt: float
+    tie_weight: bool = True
+    d_embed: int | None = None
+    div_val: int = 1
+    tie_projs: list[bool] = field(default_factory=lambda: [False])
+    pre_lnorm: bool = False
+    tgt_len: int | None = None
+    ext_len: int | None = None
+    mem_len: int | None = None
+    cutoffs: list[int] = field(default_factory=list)
+    same_length: bool = False
+    attn_type: int = 0
+    clamp_len: int = -1
+
+
 class MemTransformerLM(nn.Module):
     """Transformer-XL with adaptive embedding and softmax (attention type 0 only).
 
@@ -197,14 +219,14 @@ class MemTransformerLM(nn.Module):
 
     def __init__(
         self,
-        n_token: int,
-        n_layer: int,
-        n_head: int,
-        d_model: int,
-        d_head: int,
-        d_inner: int,
-        dropout: float,
-        dropatt: float,
+        n_token: int | TransformerXLConfig,
+        n_layer: int | None = None,
+        n_head: int | None = None,
+        d_model: int | None = None,
+        d_head: int | None = None,
+        d_inner: int | None = None,
+        dropout: float = 0.0,
+        dropatt: float = 0.0,
         tie_weight: bool = True,
         d_embed: int | None = None,
         div_val: int = 1,
@@ -220,7 +242,13 @@ class MemTransformerLM(nn.Module):
         sample_softmax: int = -1,
         **ignored: Any,
     ) -> None:
+        if isinstance(n_token, TransformerXLConfig):  # MemTransformerLM(config)
+            self.__init__(**asdict(n_token))
+            return
         super().__init__()
+        if None in (n_layer, n_head, d_model, d_head, d_inner):
+            raise TypeError("MemTransformerLM needs a TransformerXLConfig or n_layer, n_head, "
+                            "d_model, d_head and d_inner")  # fmt: skip
         if attn_type != 0:
             raise ValueError(
                 f"attn_type {attn_type} is not supported: only 0 (relative positions with "
@@ -259,6 +287,16 @@ class MemTransformerLM(nn.Module):
         self.pos_emb = PositionalEmbedding(d_model)
         self.r_w_bias = nn.Parameter(torch.zeros(n_head, d_head))
         self.r_r_bias = nn.Parameter(torch.zeros(n_head, d_head))
+
+    @property
+    def config(self) -> TransformerXLConfig:
+        """The architecture, with the segment lengths as they are now."""
+        return TransformerXLConfig(
+            self.n_token, self.n_layer, self.n_head, self.d_model, self.d_head, self.d_inner,
+            self.dropout, self.dropatt, self.tie_weight, self.d_embed, self.div_val,
+            list(self.tie_projs), self.pre_lnorm, self.tgt_len, self.ext_len, self.mem_len,
+            list(self.cutoffs), self.same_length, 0, self.clamp_len,
+        )  # fmt: skip
 
     def reset_length(self, tgt_len: int, ext_len: int, mem_len: int) -> None:
         """Segment length, extended context and memory length (evaluation uses others
@@ -351,36 +389,10 @@ class MemTransformerLM(nn.Module):
         return log_probs.view(*data.shape, -1), new_mems
 
 
-_CONFIG_KEYS = (
-    "n_token",
-    "n_layer",
-    "n_head",
-    "d_model",
-    "d_head",
-    "d_inner",
-    "dropout",
-    "dropatt",
-    "tie_weight",
-    "d_embed",
-    "div_val",
-    "tie_projs",
-    "pre_lnorm",
-    "tgt_len",
-    "ext_len",
-    "mem_len",
-    "cutoffs",
-    "same_length",
-    "clamp_len",
-)
-
-
 def model_config(model: MemTransformerLM) -> dict[str, Any]:
     """Constructor arguments of `model` (lengths as they are now), for checkpoints:
     `MemTransformerLM(**model_config(model))` builds the same architecture."""
-    config = {name: getattr(model, name) for name in _CONFIG_KEYS}
-    config["tie_projs"], config["cutoffs"] = list(model.tie_projs), list(model.cutoffs)
-    config["attn_type"] = 0
-    return config
+    return asdict(model.config)
 
 
 def init_weights(
@@ -420,118 +432,11 @@ def init_weights(
         draw(model.r_r_bias)
 
 
-# --- checkpoints ---------------------------------------------------------------------
-
-
-class NvidiaVocab:
-    """Stands in for NVIDIA's `utils.vocabulary.Vocab` while unpickling its checkpoints:
-    the attributes (`idx2sym`, `sym2idx`, `counter`, ...) are kept, the code is not."""
-
-
-_VOCAB_NAMES = ("utils.vocabulary.Vocab", "vocabulary.Vocab", "data_utils.Vocab")
-
-
-def _nvidia_safe_globals() -> list[Any]:
-    """What NVIDIA's checkpoints pickle besides tensors and plain data: the vocabulary
-    (with a Counter of word counts) and the run's argparse namespace."""
-    return [
-        *((NvidiaVocab, name) for name in _VOCAB_NAMES),
-        collections.Counter,
-        argparse.Namespace,
-    ]
-
-
-def _read(path: Path, map_location: Any) -> dict[str, Any]:
-    """The checkpoint file (ours or NVIDIA's) as a dict; CheckpointError otherwise."""
-    state = read_torch_file(
-        path,
-        map_location,
-        safe_globals=_nvidia_safe_globals(),
-        kind="Transformer-XL checkpoint",
-        allowed="tensors, plain data and NVIDIA's vocabulary",
-        require_archive=False,
-    )
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a Transformer-XL checkpoint ({type(state).__name__})")
-    return state
-
-
-def _from_nvidia_layout(weights: dict[str, Any], model: MemTransformerLM) -> dict[str, Any]:
-    """NVIDIA's state dict in our names. Later releases store the softmax as
-    `crit.out_layers_weights.i` / `crit.out_layers_biases.i`, keep a second copy of the
-    embedding projections as `crit.shared_out_projs.i` and leave tied tensors out;
-    a tied tensor is filled in from the tensor it is tied to."""
-    renamed = {}
-    for key, value in weights.items():
-        match = re.fullmatch(r"crit\.out_layers_(weights|biases)\.(\d+)", key)
-        if match:
-            key = f"crit.out_layers.{match[2]}.{'weight' if match[1] == 'weights' else 'bias'}"
-        elif key.startswith("crit.shared_out_projs."):
-            continue
-        renamed[key] = value
-    tied: dict[int, list[str]] = collections.defaultdict(list)
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        tied[id(tensor)].append(name)
-    for names in tied.values():
-        present = [name for name in names if name in renamed]
-        for name in names:
-            if present:
-                renamed.setdefault(name, renamed[present[0]])
-    return renamed
-
-
-def _config_and_weights(state: dict[str, Any], path: Path) -> tuple[dict, dict, Any]:
-    """(constructor kwargs, state dict in our names, vocabulary object) of either format."""
-    if state.get("format") == FORMAT:
-        if state.get("version", 0) > VERSION:
-            raise CheckpointError(
-                f"{path} has checkpoint version {state['version']}, newer than this code"
-            )
-        extra = state.get("extra") or {}
-        config = extra.get("model_config")
-        if not isinstance(config, dict) or "n_layer" not in config or "d_head" not in config:
-            raise CheckpointError(f"{path} is a checkpoint of another model, not Transformer-XL")
-        return dict(config), strip_prefixes(state["model"]), extra.get("vocab")
-    if {"model_config", "model_state"} <= set(state):
-        return dict(state["model_config"]), strip_prefixes(state["model_state"]), state.get("vocab")
-    raise CheckpointError(
-        f"{path} is not a Transformer-XL checkpoint (top level: {sorted(map(str, state))[:8]})"
-    )
-
-
-def _vocab_symbols(vocab: Any, n_token: int, path: Path) -> list[str] | None:
-    if vocab is None:
-        return None
-    symbols = vocab.__dict__.get("idx2sym") if isinstance(vocab, NvidiaVocab) else vocab
-    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
-        raise CheckpointError(f"{path}: the vocabulary is malformed (no list of symbols)")
-    if len(symbols) != n_token:
-        raise CheckpointError(
-            f"{path}: the vocabulary has {len(symbols)} symbols but the model {n_token} "
-            "tokens: the vocabulary does not match the checkpoint"
-        )
-    return list(symbols)
-
-
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[MemTransformerLM, list[str] | None]:
-    """(model in eval mode on `map_location`, vocabulary id -> symbol or None) from our
-    checkpoint (`extra["model_config"]`, `extra["vocab"]`) or NVIDIA's
-    `checkpoint_{best,last}.pt` (`model_config`, `model_state`, `vocab`). The model keeps
-    the checkpoint's tgt/ext/mem_len, same_length and clamp_len."""
-    path = Path(path)
-    state = _read(path, map_location)
-    config, weights, vocab = _config_and_weights(state, path)
-    try:
-        model = MemTransformerLM(**config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot build the model from its config: {exc}") from exc
-    symbols = _vocab_symbols(vocab, model.n_token, path)
-    if state.get("format") != FORMAT:
-        weights = _from_nvidia_layout(weights, model)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the weights do not fit the model config: {exc}") from exc
-    return model.to(map_location).eval(), symbols
+    """(model in eval mode, vocabulary id -> symbol or None) from our checkpoint or
+    NVIDIA's; the readers live in transformer_xl.checkpoints (`load_model`)."""
+    from transformer_xl.checkpoints import load_model
+
+    return load_model(path, map_location)

@@ -31,7 +31,7 @@ from common.checkpoint import (
     Checkpointer,
     CheckpointError,
     capture_training_state,
-    load_checkpoint,
+    read_checkpoint,
     restore_training_state,
     save_atomic,
 )
@@ -286,7 +286,7 @@ def resume_state(
     path = args.restart or (checkpointer.latest() if args.resume else None)
     if path is None:
         return None
-    state = load_checkpoint(path)
+    state = read_checkpoint(path)
     saved_vocab = state["extra"].get("vocab")
     if saved_vocab is not None and saved_vocab != vocab.symbols:
         raise CheckpointError(
@@ -371,11 +371,7 @@ def train(args: argparse.Namespace) -> int:
 
     optimizer = build_optimizer(model, args)
     # --clip_nonemb leaves the (adaptive) embeddings and the tied softmax unclipped.
-    clipped = [
-        p
-        for name, p in model.named_parameters()
-        if not (args.clip_nonemb and name.startswith(("word_emb.", "crit.")))
-    ]
+    clipped = list(model.non_embedding_parameters() if args.clip_nonemb else model.parameters())
     scheduler = build_lr_schedule(optimizer, args)
     plateau = Plateau(scheduler, args) if args.scheduler == "dev_perf" else None
     ddp_model = distributed.wrap_ddp(model, env)
@@ -510,7 +506,7 @@ def train(args: argparse.Namespace) -> int:
             best_path = checkpointer.best_path if checkpointer.best_path.is_file() else None
             if best_path is not None:
                 restore_training_state(
-                    load_checkpoint(best_path), model=model, source=str(best_path)
+                    read_checkpoint(best_path), model=model, source=str(best_path)
                 )
             test = evaluate(model, corpus, "test", args, env, prec)
             say("=" * 100)
