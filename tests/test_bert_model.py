@@ -387,7 +387,7 @@ def test_encoder_loads_from_pretraining_checkpoint_and_back(tmp_path):
 
 def test_fine_tuning_from_pretraining_reports_the_new_head(tmp_path, caplog):
     make(BertForPreTraining).save_pretrained(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="bert.model"):
+    with caplog.at_level(logging.WARNING, logger="bert.checkpoints"):
         qa = BertForQuestionAnswering.from_pretrained(tmp_path)
     assert qa.load_report.newly_initialized == ["qa_outputs.bias", "qa_outputs.weight"]
     assert "bert.pooler.dense.weight" in qa.load_report.unused
