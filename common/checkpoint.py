@@ -200,6 +200,26 @@ def _state_of(obj: Any) -> Any:
     return obj.state_dict() if obj is not None else None
 
 
+def _on_cpu(obj: Any) -> Any:
+    """`obj` with every tensor in it moved to the CPU (lists, tuples and dicts kept)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
+def per_rank_state(state: dict[str, Any], rank: int | None = None) -> dict[str, Any] | None:
+    """This rank's part of a checkpoint (`per_rank` of `capture_training_state`), or None
+    when the checkpoint has none or was written by another number of processes."""
+    parts = state.get("per_rank")
+    if not parts or len(parts) != distributed.get_world_size():
+        return None
+    return parts[distributed.get_rank() if rank is None else rank]
+
+
 def capture_training_state(
     *,
     model: torch.nn.Module,
@@ -209,9 +229,16 @@ def capture_training_state(
     step: int = 0,
     data_position: Any = None,
     extra: dict[str, Any] | None = None,
+    per_rank: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to continue a run exactly. Collective: call on every rank."""
+    """Everything needed to continue a run exactly. Collective: call on every rank.
+
+    `per_rank` is state that differs between ranks (Transformer-XL's memories): each
+    rank's, moved to the CPU, is gathered on rank 0 (the rank that writes) into the same
+    file, so it is committed atomically with the rest (`per_rank_state` reads it back).
+    """
     rngs = distributed.all_gather_object(rng_state())
+    parts = distributed.gather_object(_on_cpu(per_rank)) if per_rank is not None else None
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -223,6 +250,7 @@ def capture_training_state(
         "step": step,
         "data_position": data_position,
         "extra": extra or {},
+        "per_rank": parts,
     }
 
 

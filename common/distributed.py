@@ -371,6 +371,15 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
+def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's `obj` in rank order on rank `dst`, None on the others."""
+    if not is_initialized():
+        return [obj]
+    gathered: list[Any] | None = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank `src`'s `obj` on every rank (picklable objects)."""
     if not is_initialized():

@@ -64,7 +64,10 @@ def test_training_logs_evaluates_checkpoints_and_tests(corpus, tmp_path, capsys)
     assert "Training throughput:" in out and "Training time:" in out
     for name in ("checkpoint_last.pt", "checkpoint_best.pt", "train_log.log"):
         assert (tmp_path / name).is_file(), name
-    assert (tmp_path / "mems_rank0_step00000012.pt").is_file()
+    # the memories are in the checkpoint itself, one entry per rank: no side files
+    [part] = read_checkpoint(tmp_path / "checkpoint_last.pt")["per_rank"]
+    assert len(part["mems"]) == 1 and len(part["mems"][0]) == 2  # batch chunks x layers
+    assert not list(tmp_path.glob("mems_*"))
     summary = final(tmp_path)
     assert summary["steps"] == 12 and summary["passed"] is True
     assert summary["test_ppl"] == pytest.approx(2.718281828 ** summary["test_loss"], rel=1e-6)
@@ -250,7 +253,8 @@ def test_two_processes_train_like_one_without_dropout(corpus, tmp_path):
     b = read_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
-    assert (tmp_path / "two" / "mems_rank1_step00000003.pt").is_file()
+    parts = read_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["per_rank"]
+    assert len(parts) == 2 and parts[0]["mems"][0][0].shape[1] == 2  # each rank its streams
 
 
 @pytest.mark.slow

@@ -31,9 +31,9 @@ from common.checkpoint import (
     Checkpointer,
     CheckpointError,
     capture_training_state,
+    per_rank_state,
     read_checkpoint,
     restore_training_state,
-    save_atomic,
 )
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
@@ -250,28 +250,21 @@ def evaluate(
 # --- checkpoints ------------------------------------------------------------------------
 
 
-def mems_path(work_dir: Path, rank: int, step: int) -> Path:
-    return work_dir / f"mems_rank{rank}_step{step:08d}.pt"
-
-
-def save_mems(work_dir: Path, rank: int, step: int, mems: list[Any]) -> None:
-    """Each rank's memories of the training streams at `step`, so a resumed run is exact.
-
-    Written before the checkpoint of `step`; the file of the previous save stays until
-    the next one, so the memories of the last committed checkpoint always exist, even
-    when a kill lands between the two writes.
-    """
-    cpu = [None if m is None else [t.cpu() for t in m] for m in mems]
-    save_atomic({"step": step, "mems": cpu}, mems_path(work_dir, rank, step))
-    for old in sorted(work_dir.glob(f"mems_rank{rank}_step*.pt"))[:-2]:
-        old.unlink(missing_ok=True)
-
-
-def load_mems(work_dir: Path, rank: int, step: int, device: torch.device) -> list[Any] | None:
-    path = mems_path(work_dir, rank, step)
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location=device, weights_only=True)["mems"]
+def saved_mems(
+    state: dict[str, Any], work_dir: Path, rank: int, device: torch.device
+) -> list[Any] | None:
+    """This rank's memories of the training streams at the checkpoint's step: from the
+    checkpoint itself, or from the side file `mems_rank<R>_step<N>.pt` that checkpoints
+    of earlier versions of this recipe were written with."""
+    part = per_rank_state(state, rank)
+    if part is not None:
+        mems = part["mems"]
+    else:
+        old = work_dir / f"mems_rank{rank}_step{state['step']:08d}.pt"
+        if not old.is_file():
+            return None
+        mems = torch.load(old, map_location="cpu", weights_only=True)["mems"]
+    return [None if m is None else [t.to(device) for t in m] for m in mems]
 
 
 def resume_state(
@@ -393,7 +386,7 @@ def train(args: argparse.Namespace) -> int:
         best_val = state["extra"]["best_val_loss"]
         if plateau and state["extra"].get("plateau"):
             plateau.load_state_dict(state["extra"]["plateau"])
-        saved = load_mems(args.work_dir, env.rank, step, env.device)
+        saved = saved_mems(state, args.work_dir, env.rank, env.device)
         if saved is not None and len(saved) == args.batch_chunk:
             mems = saved
         else:
@@ -404,7 +397,6 @@ def train(args: argparse.Namespace) -> int:
 
     def save() -> None:
         nonlocal best_pending
-        save_mems(args.work_dir, env.rank, step, mems)
         extra = {
             "model_config": model_config(model),
             "vocab": corpus.vocab.symbols,
@@ -420,6 +412,7 @@ def train(args: argparse.Namespace) -> int:
             step=step,
             data_position={"epoch": epoch, "batch": next_batch},
             extra=extra,
+            per_rank={"mems": mems},
         )
         checkpointer.save(st, step, is_best=best_pending)
         best_pending = False

@@ -120,6 +120,9 @@ class NoCpuProcessGroup(dist.ProcessGroup):
     def _allgather_base(self, output, input, opts):
         return self._run("_allgather_base", output, input, opts)
 
+    def gather(self, outputs, inputs, opts):
+        return self._run("gather", outputs, inputs, opts)
+
     def broadcast(self, tensors, opts):
         return self._run("broadcast", tensors, opts)
 
