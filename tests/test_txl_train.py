@@ -275,3 +275,15 @@ def test_sigkill_then_resume_gives_identical_weights(corpus, tmp_path):
     assert proc.wait() == -signal.SIGKILL
     assert train.main(flags(corpus, killed, *common, "--resume")) == 0
     same_weights(straight / "checkpoint_last.pt", killed / "checkpoint_last.pt")
+
+
+def test_memories_come_from_the_checkpoint_or_the_side_file_of_earlier_versions(tmp_path):
+    mems = [[torch.full((2, 1, 4), 3.0), torch.full((2, 1, 4), 4.0)]]
+    state = {"step": 7, "per_rank": [{"mems": mems}]}
+    got = train.saved_mems(state, tmp_path, 0, torch.device("cpu"))
+    assert torch.equal(got[0][1], mems[0][1])
+    older = {"step": 7}  # written before memories moved into the checkpoint
+    assert train.saved_mems(older, tmp_path, 0, torch.device("cpu")) is None
+    torch.save({"step": 7, "mems": mems}, tmp_path / "mems_rank0_step00000007.pt")
+    got = train.saved_mems(older, tmp_path, 0, torch.device("cpu"))
+    assert torch.equal(got[0][0], mems[0][0])
