@@ -314,17 +314,16 @@ RECIPE_OUTPUTS = {  # (DLLogger file, last checkpoint) in a run's output folder
     "transformer_xl": ("train_log.json", "checkpoint_last.pt"),
     "bert": ("dllogger.json", "ckpt_last.pt"),
 }
-LOSS_KEYS = ("loss", "train_loss", "loss/tok")
 
 
 def logged_losses(path: Path) -> tuple[list[float], int]:
-    """The per-step training losses of a DLLogger file and the last skipped-step count."""
+    """The training losses of a DLLogger file (the common `loss` of every recipe's log
+    lines, common.metrics) and the last skipped-step count."""
     losses, skipped = [], 0
     for record in read_dllogger(path):
         data = record["data"]
-        key = next((k for k in LOSS_KEYS if k in data), None)
-        if key is not None and isinstance(record["step"], list) and record["step"]:
-            losses.append(float(data[key]))
+        if "loss" in data and isinstance(record["step"], list) and record["step"]:
+            losses.append(float(data["loss"]))
             skipped = int(data.get("skipped_steps", skipped))
     return losses, skipped
 
