@@ -331,7 +331,7 @@ def train(
     ddp_model.train()
     try:
         with RunControl(save, step, max_steps=end, save_every=args.save_checkpoints_steps,
-                        agree_every=args.log_freq) as run:  # fmt: skip
+                        agree_every=args.log_freq, window=window) as run:  # fmt: skip
             while run.reason is None:
                 epoch, first = divmod(step, steps_per_epoch)
                 order = epoch_order(n, args.seed, epoch)

@@ -644,7 +644,7 @@ def train(args: argparse.Namespace) -> int:
     startup_end = None  # after the first step (compilation, allocator and data warm-up)
     ddp_model.train()
     with RunControl(save, step, max_steps=end, save_every=args.num_steps_per_checkpoint,
-                    agree_every=args.log_freq) as run:  # fmt: skip
+                    agree_every=args.log_freq, window=window) as run:  # fmt: skip
         while run.reason is None:
             step_start = time.perf_counter()
             if args.benchmark:

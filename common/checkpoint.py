@@ -108,14 +108,16 @@ def read_torch_file(
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"
     if require_archive and not zipped:
-        raise CheckpointError(f"{path} is not a {kind} (not a torch.save archive)")
+        raise ForeignCheckpointError(f"{path} is not a {kind} (not a torch.save archive)")
     if zipped and not zipfile.is_zipfile(path):  # the zip directory sits at the end
         raise CheckpointError(f"checkpoint {path} is truncated (its archive directory is missing)")
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            # Memory-mapped: a rank that reads only its own part of a large checkpoint
+            # (per_rank) does not load the other ranks' parts.
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
+        raise ForeignCheckpointError(
             f"{path} is not a {kind} (it holds objects beyond {allowed}): {_unpickling_reason(exc)}"
         ) from exc
     except Exception as exc:  # torch raises many types for damaged or foreign files

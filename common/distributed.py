@@ -40,6 +40,8 @@ BACKEND_ENV = "LM_RECIPES_DIST_BACKEND"
 
 # Where tensors handed to collectives must live; set by init_distributed.
 _comm_device: torch.device | None = None
+# A gloo group beside a GPU backend, for large objects gathered in host memory.
+_cpu_group: Any = None
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,10 @@ def init_distributed(
                 timeout=timeout,
                 device_id=dev if dev.type == "cuda" else None,
             )
-        global _comm_device
+        global _comm_device, _cpu_group
         _comm_device = pick_comm_device(chosen_backend, dev)
+        if _comm_device.type != "cpu":  # every rank makes it, in the same order
+            _cpu_group = dist.new_group(backend="gloo")
     return DistEnv(
         rank=info["rank"],
         world_size=info["world_size"],
@@ -372,11 +376,13 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
-    """Every rank's `obj` in rank order on rank `dst`, None on the others."""
+    """Every rank's `obj` in rank order on rank `dst`, None on the others. It travels in
+    host memory (over gloo beside a GPU backend): objects such as Transformer-XL's
+    memories would otherwise take world size x their size on the GPU of `dst`."""
     if not is_initialized():
         return [obj]
     gathered: list[Any] | None = [None] * get_world_size() if get_rank() == dst else None
-    dist.gather_object(obj, gathered, dst=dst)
+    dist.gather_object(obj, gathered, dst=dst, group=_cpu_group)
     return gathered
 
 
@@ -406,11 +412,11 @@ def seed_everything(seed: int, rank: int = 0) -> int:
 def abort() -> None:
     """Release the process group on an error, without meeting the other ranks (they may
     be stuck elsewhere or gone); safe to call when none exists."""
-    global _comm_device
+    global _comm_device, _cpu_group
     if is_initialized():
         dist.destroy_process_group()
         time.sleep(0.05)  # see cleanup(): let gloo's workers drop their tensors
-    _comm_device = None
+    _comm_device = _cpu_group = None
 
 
 def cleanup() -> None:
@@ -424,9 +430,9 @@ def cleanup() -> None:
     completes only after every earlier one), and the main thread then lets go of
     the GIL for a moment so such a worker can finish.
     """
-    global _comm_device
+    global _comm_device, _cpu_group
     if is_initialized():
         dist.barrier()
         dist.destroy_process_group()
         time.sleep(0.05)
-    _comm_device = None
+    _comm_device = _cpu_group = None

@@ -25,7 +25,9 @@ plus each `add`-ed name as sum(value) / sum(weight) over the window and all rank
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -77,12 +79,24 @@ class MetricsWindow:
 
     def add_step(self, result: StepResult, items: float | int) -> None:
         """One optimizer step of this rank: its loss, gradient norm, learning rate and
-        the items (tokens or sequences) it processed."""
+        the items (tokens or sequences) it processed. A step that fp16 loss scaling
+        skipped (its norm is inf or nan) is left out of the mean gradient norm."""
         self.steps += 1
         self.items += float(items)
         self.lr = result.lr
         self.add("loss", result.loss)
-        self.add("grad_norm", result.grad_norm)
+        kept = 1.0 - result.skipped.to(result.grad_norm.device)
+        norm = torch.where(kept > 0, result.grad_norm, torch.zeros_like(result.grad_norm))
+        self.add("grad_norm", norm, weight=kept)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the block's wall time out of the window (evaluation, checkpoints)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._start += time.perf_counter() - start
 
     def line(self, precision: Precision | None = None) -> dict[str, float]:
         """The window's values, agreed over all ranks (a collective: every rank calls it),

@@ -12,8 +12,9 @@ end that is always resumable, as one context manager.
 SIGTERM and SIGUSR1 (SLURM pre-emption, `scancel`, time limits) and a first Ctrl-C only
 set a flag; a second Ctrl-C interrupts at once. Every step looks at the flag on the
 host, which costs nothing; with several processes the ranks agree on it (one small
-all-reduce) every `agree_every` steps, so that a signal that reached one rank stops all
-of them at the same step, each with its part of the checkpoint.
+all-reduce) every `agree_every` steps (at most 10, so that a stop fits the 30 s SLURM
+and torchrun give a signalled job), so that a signal that reached one rank stops all of
+them at the same step, each with its part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 from common import distributed
 from common.preemption import DEFAULT_SIGNALS, PreemptionGuard
 
+MAX_AGREE_EVERY = 10  # steps between two agreements on a stop signal, at most
+
 
 class RunControl:
     def __init__(
@@ -35,16 +38,21 @@ class RunControl:
         *,
         max_steps: int | None = None,
         save_every: int = 0,
-        agree_every: int = 10,
+        agree_every: int = MAX_AGREE_EVERY,
+        window: Any = None,
         signals: tuple[signal.Signals, ...] = (*DEFAULT_SIGNALS, signal.SIGINT),
     ) -> None:
         """`save(**kwargs)` writes a checkpoint of the current state (a collective with
-        several processes); `step` is the step the run starts from."""
+        several processes); `step` is the step the run starts from; `save_every` <= 0
+        saves only at the end; the ranks agree on signals every `agree_every` steps (at
+        most MAX_AGREE_EVERY); a metrics `window` is paused while saving."""
         if agree_every < 1:
             raise ValueError("agree_every must be at least 1")
+        # SLURM and torchrun kill a signalled job after about 30 s: agree often enough.
+        agree_every = min(agree_every, MAX_AGREE_EVERY)
         self._save, self.step, self.last_saved = save, step, step
         self.max_steps, self.save_every, self.agree_every = max_steps, save_every, agree_every
-        self.signals = signals
+        self.signals, self.window = signals, window
         self.reason: str | None = None  # "max_steps" or "signal" once the run must stop
         self.guard: PreemptionGuard | None = None
 
@@ -72,9 +80,16 @@ class RunControl:
         """True once this process got a stop signal (not yet agreed with the others)."""
         return self.guard is not None and self.guard.requested
 
-    def save(self, **kwargs: Any) -> Any:
-        """Save now (for example at the end of an epoch, with is_best=...)."""
-        result = self._save(**kwargs)
+    def save(self, step: int | None = None, **kwargs: Any) -> Any:
+        """Save now, as of `step` (default: the last step recorded by `after_step`), for
+        example after an evaluation or at the end of an epoch (with is_best=...)."""
+        if step is not None:
+            self.step = step
+        if self.window is not None:
+            with self.window.paused():  # a save is not training time
+                result = self._save(**kwargs)
+        else:
+            result = self._save(**kwargs)
         self.last_saved = self.step
         return result
 
@@ -95,7 +110,8 @@ class RunControl:
             self.reason = "max_steps"
         elif self.agreed_signal(step):
             self.reason = "signal"
-        due = self.reason == "signal" or (self.save_every and step % self.save_every == 0)
+        cadence = self.save_every > 0 and step % self.save_every == 0
+        due = self.reason == "signal" or cadence
         if due and self.last_saved != step:
             self.save()
         return self.reason is not None

@@ -20,6 +20,12 @@ pip_install() { "$PYTHON" -m pip install --disable-pip-version-check --quiet "$@
 
 if "$PYTHON" -c "import torch" 2>/dev/null; then
   echo "setup: keeping installed torch $("$PYTHON" -c 'import torch; print(torch.__version__)')"
+  # torch.nn.utils.get_total_norm, torch.get_autocast_dtype, ...: torch 2.6 and newer.
+  if ! "$PYTHON" -c 'import sys, torch; v = torch.__version__.split("+")[0].split(".")
+sys.exit(tuple(map(int, v[:2])) < (2, 6))'; then
+    echo "setup: the recipes need torch 2.6 or newer" >&2
+    exit 1
+  fi
 else
   index=()
   [[ -n "${TORCH_INDEX_URL:-}" ]] && index=(--index-url "$TORCH_INDEX_URL")

@@ -2,10 +2,12 @@
 
 import os
 import signal
+import time
 
 import pytest
 import torch
 
+from common import preemption
 from common.metrics import MetricsWindow
 from common.precision import Precision
 from common.run_control import RunControl
@@ -131,10 +133,44 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_handlers_come_back(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_second_ctrl_c_interrupts_at_once():
+def test_a_second_ctrl_c_interrupts_at_once_but_one_press_seen_twice_does_not(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: clock[0])
     saves = Saves()
     with pytest.raises(KeyboardInterrupt), control(saves, 0, max_steps=100) as run:
         os.kill(os.getpid(), signal.SIGINT)
+        clock[0] += 0.2  # torchrun forwards the same Ctrl-C a moment later
+        os.kill(os.getpid(), signal.SIGINT)
         assert run.signalled
+        clock[0] += 2.0
         os.kill(os.getpid(), signal.SIGINT)
     assert saves.steps == []
+
+
+def test_saves_record_their_step_so_the_cadence_does_not_save_it_again():
+    saves = Saves()
+    with control(saves, 0, max_steps=10, save_every=5) as run:
+        for step in range(1, 11):
+            if step % 5 == 0:
+                run.save(step=step, is_best=True)  # an evaluation's save
+            run.after_step(step)
+    assert saves.steps == [(5, {"is_best": True}), (10, {"is_best": True})]
+
+
+def test_time_spent_saving_or_evaluating_is_not_in_the_window():
+    window = MetricsWindow(unit="items")
+    result = type("R", (), {"loss": torch.tensor(1.0), "grad_norm": torch.tensor(1.0),
+                            "lr": 0.1, "skipped": torch.tensor(0.0)})()  # fmt: skip
+    window.add_step(result, items=10)
+    with window.paused():
+        time.sleep(0.3)
+    assert window.line()["step_ms"] < 200
+
+
+def test_a_skipped_step_is_left_out_of_the_mean_gradient_norm():
+    window = MetricsWindow()
+    for norm, skipped in ((2.0, 0.0), (float("inf"), 1.0), (4.0, 0.0)):
+        result = type("R", (), {"loss": torch.tensor(1.0), "grad_norm": torch.tensor(norm),
+                                "lr": 0.1, "skipped": torch.tensor(skipped)})()  # fmt: skip
+        window.add_step(result, items=1)
+    assert window.line()["grad_norm"] == 3.0

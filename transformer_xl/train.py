@@ -426,7 +426,7 @@ def train(args: argparse.Namespace) -> int:
     eval_count = 0
     with RunControl(
         save, step, max_steps=args.max_step, save_every=save_interval,
-        agree_every=args.log_interval,
+        agree_every=args.log_interval, window=window,
     ) as run:  # fmt: skip
         ddp_model.train()
         while run.reason is None:
@@ -459,24 +459,25 @@ def train(args: argparse.Namespace) -> int:
                     logger.log((epoch, step), values)
 
                 if not args.no_eval and step % args.eval_interval == 0:
-                    eval_count += 1
-                    start = time.perf_counter()
-                    val = evaluate(model, corpus, "valid", args, env, prec, args.eval_max_steps)
-                    say("-" * 100)
-                    say(
-                        f"| Eval {eval_count:3d} at step {step:>8d} | time: "
-                        f"{time.perf_counter() - start:5.2f}s | valid loss {val:5.2f} | "
-                        f"{quality(args.dataset, val, 'valid')}"
-                    )
-                    say("-" * 100)
-                    logger.log(
-                        (epoch, step), {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))}
-                    )
-                    if plateau:
-                        plateau.update(val)
-                    best_pending = val < best_val
-                    best_val = min(best_val, val)
-                    run.save()
+                    with window.paused():  # evaluation is not training time
+                        eval_count += 1
+                        start = time.perf_counter()
+                        val = evaluate(model, corpus, "valid", args, env, prec, args.eval_max_steps)
+                        say("-" * 100)
+                        say(
+                            f"| Eval {eval_count:3d} at step {step:>8d} | time: "
+                            f"{time.perf_counter() - start:5.2f}s | valid loss {val:5.2f} | "
+                            f"{quality(args.dataset, val, 'valid')}"
+                        )
+                        say("-" * 100)
+                        logger.log(
+                            (epoch, step), {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))}
+                        )
+                        if plateau:
+                            plateau.update(val)
+                        best_pending = val < best_val
+                        best_val = min(best_val, val)
+                        run.save(step=step)
                 if run.after_step(step):
                     break
             else:
