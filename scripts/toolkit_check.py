@@ -194,7 +194,12 @@ def run(args: argparse.Namespace) -> int:
 
     max_steps = min(args.steps, args.stop_at or args.steps)
     with RunControl(
-        save, step, max_steps=max_steps, save_every=args.save_every, agree_every=args.print_freq, window=window
+        save,
+        step,
+        max_steps=max_steps,
+        save_every=args.save_every,
+        agree_every=args.print_freq,
+        window=window,
     ) as run:
         while run.reason is None:
             micro = [next(stream) for _ in range(args.accumulation)]
