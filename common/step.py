@@ -9,7 +9,9 @@
     result.loss, result.grad_norm, result.lr, result.skipped
 
 Nothing here waits for the device: the loss, the gradient norm and the skipped flag stay
-device tensors until a metrics window (common.metrics) reads them at a log line.
+device tensors until a metrics window (common.metrics) reads them at a log line. (With
+fp16, torch's GradScaler itself reads the overflow flag on the host unless the optimizer
+applies the scaling, as fused Adam does.)
 """
 
 from __future__ import annotations
