@@ -11,7 +11,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_PREFIXES = ("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+def requires_cuda(test):
+    """Marks `test` as a GPU test (`pytest -m gpu`, run by make gpu-check) that is skipped
+    with the reason where no CUDA device is present."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    return pytest.mark.gpu(skip(test))
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -49,12 +49,16 @@ def test_a_part_over_its_budget_is_stopped_and_the_next_still_runs(ctx):
     assert quick.figures == {"slept": 0} and quick.commands[0].startswith("python -c")
 
 
-def test_a_part_that_no_longer_fits_the_total_budget_is_skipped(ctx):
-    parts = [Part("train", "first", 20, sleeper(1.5)), Part("train", "second", 20, sleeper(0))]
-    first, second = run_parts(parts, ctx, budget_s=21)
-    assert first.status == "pass"
+def test_a_part_is_skipped_when_less_than_a_third_of_its_budget_is_left(ctx):
+    parts = [
+        Part("train", "first", 20, sleeper(1.5)),
+        Part("train", "second", 60, sleeper(0)),  # 19 s left of 60: skipped
+        Part("train", "third", 45, sleeper(0)),  # 19 s left of 45: runs, cut to what is left
+    ]
+    first, second, third = run_parts(parts, ctx, budget_s=21)
+    assert first.status == "pass" and third.status == "pass"
     assert second.status == "skipped" and second.commands == []
-    assert "s of the budget left, the part needs 20 s" in second.detail
+    assert "s of the budget left, the part needs up to 60 s" in second.detail
 
 
 def test_failed_checks_and_broken_parts_are_reported_not_raised(ctx):
@@ -128,3 +132,11 @@ def test_the_whole_plan_runs_at_toy_sizes_on_the_cpu(tmp_path):
         assert figures[f"train/{recipe}"]["resume bf16 max |dw|"] == 0.0  # exact on the CPU
     assert figures["bench/phase1"]["sequences/s"] > 0
     assert "===== train_gnmt" in (out / "commands.log").read_text()
+
+
+def test_the_gpu_tests_the_check_runs_are_marked_as_such():
+    """`pytest -m gpu` (the check's first part) must select the CUDA tests."""
+    proc = run_python(["-m", "pytest", "-m", "gpu", "--collect-only", "-q", "tests"])
+    selected = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert len(selected) >= 4, proc.stdout
+    assert any("test_fp16_on_cuda" in line for line in selected)
