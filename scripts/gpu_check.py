@@ -398,7 +398,7 @@ def compile_txl_eval(ctx: Context) -> dict[str, Any]:
                  ctx.scale.device])  # fmt: skip
         records = read_dllogger(work / "eval_log.json")
         losses[kind] = [r["data"]["loss"] for r in records if r["step"] == ["valid"]][-1]
-    if abs(losses["compile"] - losses["pytorch"]) > 1e-3 * abs(losses["pytorch"]):
+    if not abs(losses["compile"] - losses["pytorch"]) <= 1e-3 * abs(losses["pytorch"]):  # nan
         raise CheckFailed(f"compiled loss {losses['compile']} vs eager {losses['pytorch']}")
     return {f"valid loss {k}": round(v, 5) for k, v in losses.items()}
 
@@ -455,7 +455,12 @@ def bench_part(name: str) -> Callable[[Context], dict[str, Any]]:
 
 
 def plan(scale: Scale) -> list[Part]:
-    """The parts in order of value, so that a tight budget cuts the least useful last."""
+    """The parts in order of value, so that a tight budget cuts the least useful last.
+
+    On a CPU without AVX-512 (or made to behave like one with ATEN_CPU_CAPABILITY=avx2)
+    --smoke leaves the compile parts out: PyTorch's CPU compiler gave wrong results
+    there (NaN for Transformer-XL's evaluation, which eval.py now refuses) and crashed
+    on BERT in bf16. On a GPU they always run."""
     gpu = scale.device == "cuda"
     b = 1.0 if gpu else 2.0  # the CPU is slower per step but the smoke sizes are tiny
     parts = [Part("tests", "gpu-marked tests", 90, gpu_tests)] if gpu else []
@@ -468,8 +473,14 @@ def plan(scale: Scale) -> list[Part]:
         Part("bench", "squad_train", 30, bench_part("squad_train")),
         Part("bench", "mfu", 30, bench_part("mfu")),
         Part("bench", "squad_infer", 30, bench_part("squad_infer")),
-        Part("compile", "bert", 120 * b, compile_bert),
-        Part("compile", "txl_eval", 90 * b, compile_txl_eval),
+        *(
+            [
+                Part("compile", "bert", 120 * b, compile_bert),
+                Part("compile", "txl_eval", 90 * b, compile_txl_eval),
+            ]
+            if gpu or torch.backends.cpu.get_cpu_capability() == "AVX512"
+            else []
+        ),  # fmt: skip
         Part("bench", "txl_large", 35, bench_part("txl_large")),
         Part("bench", "optim", 25, bench_part("optim")),
     ]

@@ -287,3 +287,14 @@ def test_memories_come_from_the_checkpoint_or_the_side_file_of_earlier_versions(
     torch.save({"step": 7, "mems": mems}, tmp_path / "mems_rank0_step00000007.pt")
     got = train.saved_mems(older, tmp_path, 0, torch.device("cpu"))
     assert torch.equal(got[0][0], mems[0][0])
+
+
+def test_a_compiled_model_that_scores_otherwise_than_the_eager_one_is_refused():
+    from transformer_xl import data as txl_data
+    from transformer_xl.eval import Runner
+
+    eager = torch.full((4, 2), 4.95)
+    Runner.check_parity(eager + 1e-4, eager)  # rounding: accepted
+    for wrong in (eager - 2.6, torch.full((4, 2), float("nan"))):
+        with pytest.raises(txl_data.DataError, match="--type compile: .*use --type pytorch"):
+            Runner.check_parity(wrong, eager)

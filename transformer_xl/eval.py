@@ -96,10 +96,15 @@ class Runner:
                 device = next(model.parameters()).device
                 self.traced = torch.jit.load(str(args.load_torchscript), map_location=device)
         self.compiled = torch.compile(model) if args.type == "compile" else None
+        self.checked = False
 
     def __call__(self, inp: torch.Tensor, target: torch.Tensor, mems: Any) -> tuple[Any, Any]:
         if self.compiled is not None:
-            return self.compiled(inp, target, mems)
+            loss, new_mems = self.compiled(inp, target, mems)
+            if not self.checked:  # the compiler can be wrong on some CPUs: never silently
+                self.checked = True
+                self.check_parity(loss, self.model(inp, target, mems)[0])
+            return loss, new_mems
         full = mems is not None and mems[0].size(0) == self.model.mem_len
         if self.args.type != "torchscript" or not full or inp.size(0) != self.args.tgt_len:
             return self.model(inp, target, mems)
@@ -109,6 +114,18 @@ class Runner:
             if self.args.save_torchscript:
                 self.traced.save(str(self.args.save_torchscript))
         return self.traced(inp, target, mems)
+
+    @staticmethod
+    def check_parity(compiled: torch.Tensor, eager: torch.Tensor) -> None:
+        """The compiled model's loss on the first segment against the eager model's."""
+        got, want = compiled.float().mean().item(), eager.float().mean().item()
+        tol = 1e-3 if compiled.dtype == torch.float32 else 3e-2
+        if not math.isfinite(got) or abs(got - want) > tol * max(abs(want), 1.0):
+            raise data.DataError(
+                f"--type compile: the compiled model scores the first segment {got:.5g}, "
+                f"the eager model {want:.5g}; torch.compile is wrong on this machine: use "
+                "--type pytorch or --type torchscript"
+            )
 
 
 def score(
