@@ -128,6 +128,16 @@ def read_torch_file(
         ) from exc
 
 
+def read_torch_dict(path: str | os.PathLike, map_location: Any = "cpu", **kwargs: Any) -> dict:
+    """`read_torch_file` for files that must hold a dict at the top (ours and the
+    published checkpoints the models load); a CheckpointError names the file otherwise."""
+    state = read_torch_file(path, map_location, **kwargs)
+    if not isinstance(state, dict):
+        kind = kwargs.get("kind", "checkpoint of this project")
+        raise CheckpointError(f"{path} is not a {kind} (it holds a {type(state).__name__})")
+    return state
+
+
 def read_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:

@@ -86,11 +86,17 @@ def add_precision_flags(
     `args.math`; `args.math_flag` keeps the flag as typed for error messages."""
     parser.add_argument(
         "--math", "--precision", dest="math", choices=PRECISIONS, default=None,
-        action=_Mode, help=f"numeric precision (default: {default_help})",
+        action=_Mode, help=f"numeric precision; when not given: {default_help}",
     )  # fmt: skip
     for flag in shorthands:
         parser.add_argument(
-            flag, dest="math", nargs=0, const="fp16", action=_Mode, help="same as --math fp16"
+            flag,
+            dest="math",
+            nargs=0,
+            const="fp16",
+            action=_Mode,
+            default=argparse.SUPPRESS,
+            help="same as --math fp16",
         )
     parser.set_defaults(math_flag=None)
 

@@ -85,9 +85,8 @@ class MetricsWindow:
         self.items += float(items)
         self.lr = result.lr
         self.add("loss", result.loss)
-        kept = 1.0 - result.skipped.to(result.grad_norm.device)
-        norm = torch.where(kept > 0, result.grad_norm, torch.zeros_like(result.grad_norm))
-        self.add("grad_norm", norm, weight=kept)
+        kept = 1.0 - result.skipped
+        self.add("grad_norm", torch.where(kept > 0, result.grad_norm, 0.0), weight=kept)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

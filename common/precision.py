@@ -16,6 +16,7 @@ Asking for something the device cannot do is a `PrecisionError`, never a silent 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -227,7 +228,12 @@ class Precision:
         if self.scaler:
             return self.scaler.step_skipped(optimizer)
         optimizer.step()
-        return torch.zeros(())
+        return self._never_skipped
+
+    @functools.cached_property
+    def _never_skipped(self) -> torch.Tensor:
+        """0.0 on the device, made once (no allocation or copy per step)."""
+        return torch.zeros((), device=self.device)
 
     @property
     def loss_scale(self) -> float:

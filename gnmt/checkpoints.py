@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import FORMAT, CheckpointError, read_torch_file, strip_prefixes
+from common.checkpoint import FORMAT, CheckpointError, read_torch_dict, strip_prefixes
 from gnmt.model import GNMT, GNMTConfig
 from gnmt.tokenizer import Tokenizer, TokenizerError
 
@@ -47,21 +47,6 @@ def _nvidia_safe_globals() -> list[Any]:
     ]
 
 
-def _load_any(path: Path, map_location: Any) -> dict[str, Any]:
-    """Our checkpoint or NVIDIA's `model_best.pth` as a dict; clear errors otherwise."""
-    state = read_torch_file(
-        path,
-        map_location,
-        safe_globals=_nvidia_safe_globals(),
-        kind="GNMT checkpoint",
-        allowed="tensors, plain data and NVIDIA's tokenizer",
-        require_archive=False,  # older NVIDIA files use torch's legacy format
-    )
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a GNMT checkpoint (holds a {type(state).__name__})")
-    return state
-
-
 def _nvidia_model_config(nv: Any, path: Path) -> dict[str, Any]:
     """Our GNMT arguments from NVIDIA's `model_config` (batch_first only changes the
     layout of activations, not the weights)."""
@@ -80,7 +65,14 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    state = _load_any(path, map_location)
+    state = read_torch_dict(
+        path,
+        map_location,
+        safe_globals=_nvidia_safe_globals(),
+        kind="GNMT checkpoint",
+        allowed="tensors, plain data and NVIDIA's tokenizer",
+        require_archive=False,  # older NVIDIA files use torch's legacy format
+    )
     if state.get("format") == FORMAT:
         extra = state.get("extra") or {}
         if "model_config" not in extra or "tokenizer" not in extra:

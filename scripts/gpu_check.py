@@ -27,6 +27,7 @@ line and exits 1; --smoke runs the plan at toy sizes on the CPU, to check the pl
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -585,6 +586,25 @@ def write_report(report: dict[str, Any], out_dir: Path) -> str:
     return text
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return value
+
+
+def groups_arg(text: str) -> set[str]:
+    groups = {g.strip() for g in text.split(",") if g.strip()}
+    if not groups or not groups <= set(GROUPS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated of {', '.join(GROUPS)}"
+        )
+    return groups
+
+
 def parse_args(argv: list[str] | None = None):
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out-dir", type=Path, default=ROOT / "results" / "gpu_check")
@@ -592,8 +612,10 @@ def parse_args(argv: list[str] | None = None):
         "--work-dir", type=Path, default=None, help="the runs' files; default: a temporary folder"
     )
     p.add_argument("--docs", type=Path, default=None, help="also put the report into this file")
-    p.add_argument("--budget-s", type=float, default=470.0, help="all parts together")
-    p.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated of {GROUPS}")
+    p.add_argument("--budget-s", type=positive_seconds, default=470.0, help="all parts together")
+    p.add_argument(
+        "--only", type=groups_arg, default=",".join(GROUPS), help=f"comma-separated of {GROUPS}"
+    )
     p.add_argument("--smoke", action="store_true", help="the plan at toy sizes on the CPU")
     p.add_argument("--from-json", type=Path, default=None, help="render this report.json only")
     return p.parse_args(argv)
@@ -611,8 +633,7 @@ def main(argv: list[str] | None = None) -> int:
                   "GPU (--smoke runs its plan on the CPU)", file=sys.stderr)  # fmt: skip
             return 1
         scale = scale_for(args.smoke)
-        groups = set(args.only.split(","))
-        parts = [p for p in plan(scale) if p.group in groups]
+        parts = [p for p in plan(scale) if p.group in args.only]
         work = args.work_dir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
         ctx = Context(scale, args.out_dir, work)
         start = time.monotonic()

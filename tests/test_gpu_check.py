@@ -140,3 +140,11 @@ def test_the_gpu_tests_the_check_runs_are_marked_as_such():
     selected = [line for line in proc.stdout.splitlines() if "::" in line]
     assert len(selected) >= 4, proc.stdout
     assert any("test_fp16_on_cuda" in line for line in selected)
+
+
+@pytest.mark.parametrize("flags", [["--budget-s", "-5"], ["--budget-s", "x"], ["--only", "trian"]])
+def test_bad_numbers_and_part_names_are_refused_in_one_line(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.parse_args(flags)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and flags[0] in err

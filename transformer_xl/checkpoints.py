@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import FORMAT, VERSION, CheckpointError, read_torch_file, strip_prefixes
+from common.checkpoint import FORMAT, VERSION, CheckpointError, read_torch_dict, strip_prefixes
 from transformer_xl.model import MemTransformerLM
 
 
@@ -37,21 +37,6 @@ def _nvidia_safe_globals() -> list[Any]:
         collections.Counter,
         argparse.Namespace,
     ]
-
-
-def _read(path: Path, map_location: Any) -> dict[str, Any]:
-    """The checkpoint file (ours or NVIDIA's) as a dict; CheckpointError otherwise."""
-    state = read_torch_file(
-        path,
-        map_location,
-        safe_globals=_nvidia_safe_globals(),
-        kind="Transformer-XL checkpoint",
-        allowed="tensors, plain data and NVIDIA's vocabulary",
-        require_archive=False,
-    )
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a Transformer-XL checkpoint ({type(state).__name__})")
-    return state
 
 
 def _from_nvidia_layout(weights: dict[str, Any], model: MemTransformerLM) -> dict[str, Any]:
@@ -119,7 +104,14 @@ def load_model(
     `checkpoint_{best,last}.pt` (`model_config`, `model_state`, `vocab`). The model keeps
     the checkpoint's tgt/ext/mem_len, same_length and clamp_len."""
     path = Path(path)
-    state = _read(path, map_location)
+    state = read_torch_dict(
+        path,
+        map_location,
+        safe_globals=_nvidia_safe_globals(),
+        kind="Transformer-XL checkpoint",
+        allowed="tensors, plain data and NVIDIA's vocabulary",
+        require_archive=False,
+    )
     config, weights, vocab = _config_and_weights(state, path)
     try:
         model = MemTransformerLM(**config)
