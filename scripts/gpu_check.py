@@ -161,10 +161,10 @@ class PartResult:
 
 
 class Context:
-    """What a part needs: the plan's scale, folders, and a timed command runner."""
+    """What a part needs: the plan's scale, its work folder, and a timed command runner."""
 
-    def __init__(self, scale: Scale, out_dir: Path, work_dir: Path) -> None:
-        self.scale, self.out_dir, self.work = scale, out_dir, work_dir
+    def __init__(self, scale: Scale, work_dir: Path) -> None:
+        self.scale, self.work = scale, work_dir
         self.deadline = float("inf")
         self.result = PartResult("", "")
 
@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         scale = scale_for(args.smoke)
         parts = [p for p in plan(scale) if p.group in args.only]
         work = args.work_dir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
-        ctx = Context(scale, args.out_dir, work)
+        ctx = Context(scale, work)
         start = time.monotonic()
         results = run_parts(parts, ctx, args.budget_s)
         collect_logs(work / "logs", args.out_dir / "commands.log")

@@ -30,7 +30,7 @@ def broken(ctx: Context) -> dict:
 
 @pytest.fixture
 def ctx(tmp_path):
-    return Context(gpu_check.scale_for(smoke=True), tmp_path / "out", tmp_path / "work")
+    return Context(gpu_check.scale_for(smoke=True), tmp_path / "work")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
