@@ -46,7 +46,7 @@ from bert.model import BertPreTrainedModel, check_vocab
 from bert.tokenization import FullTokenizer
 from common import cli, distributed
 from common.benchmark import LatencyRecorder, ThroughputMeter
-from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
+from common.checkpoint import Checkpointer, RunSettings
 from common.errors import UserError
 from common.logging import Logger, progress
 from common.metrics import MetricsWindow
@@ -286,34 +286,24 @@ def train(
         args.output_dir / "checkpoints", prefix="finetune", keep_last=args.keep_checkpoints
     )
     run_info = {"global_batch": global_batch, "features": n, "total_steps": total_steps}
+    states = {  # restored in this order: the settings check comes first
+        "settings": RunSettings(**run_info),
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "precision": prec,
+    }
 
     step = 0
     distributed.seed_everything(args.seed, env.rank)  # dropout: its own stream per rank
     if args.resume:
-        state = checkpointer.resume(
-            model=model, optimizer=optimizer, scheduler=scheduler, precision=prec
-        )
+        state = checkpointer.restore(states)
         if state is not None:
-            saved = {k: state["extra"].get(k) for k in run_info}
-            if saved != run_info:
-                raise CheckpointError(
-                    f"{checkpointer.latest()} belongs to another run ({saved}); this one has "
-                    f"{run_info}: use another --output_dir or the same data and batch size"
-                )
             step = state["step"]
             print(f"resumed from step {step} of {total_steps}", flush=True)
 
     def save() -> None:
-        state = capture_training_state(
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            precision=prec,
-            step=step,
-            data_position={"epoch": step // steps_per_epoch, "step": step % steps_per_epoch},
-            extra=run_info,
-        )
-        checkpointer.save(state, step)
+        checkpointer.save(step, states)
 
     logger.log(
         "PARAMETER",

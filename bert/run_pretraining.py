@@ -69,8 +69,8 @@ from common.checkpoint import (
     Checkpointer,
     CheckpointError,
     ForeignCheckpointError,
-    capture_training_state,
     read_checkpoint,
+    restore_state,
     restore_training_state,
 )
 from common.config import parse_with_config
@@ -363,9 +363,10 @@ def starting_point(
     wanted = args.resume_from_checkpoint or (phase == 2 and args.init_checkpoint is None)
     if latest is not None and wanted and not args.benchmark:
         state = read_checkpoint(latest)
-    latest_phase = state["extra"].get("phase") if state else None
-    if args.resume_from_checkpoint and latest_phase == phase:
-        return StartingPoint(state, latest, state["extra"].get("phase1_end_step", 0))
+    saved_phase = Phase.of(state)
+    latest_phase = saved_phase.phase if saved_phase else None
+    if args.resume_from_checkpoint and saved_phase and latest_phase == phase:
+        return StartingPoint(state, latest, saved_phase.phase1_end_step)
     if phase == 1 and args.resume_from_checkpoint and latest_phase == 2:
         if env.is_main:
             print(f"{latest} is a phase-2 checkpoint: phase 1 is over, nothing to do", flush=True)
@@ -409,16 +410,55 @@ def starting_point(
     return StartingPoint(path=latest, phase1_end=phase1_end)
 
 
-def gather_positions(position: Position) -> list[dict[str, int]]:
-    """Every rank's data position, in rank order (a collective call)."""
-    return distributed.all_gather_object(position.to_dict())
+@dataclass
+class Phase:
+    """The pre-training phase a checkpoint belongs to, and the step phase 1 ended at."""
+
+    phase: int = 1
+    phase1_end_step: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"phase": self.phase, "phase1_end_step": self.phase1_end_step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.phase, self.phase1_end_step = int(state["phase"]), int(state["phase1_end_step"])
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any] | None) -> Phase | None:
+        """The phase of one of our checkpoints (version 1 kept it in `extra`)."""
+        if checkpoint is None:
+            return None
+        saved = checkpoint.get("phase")
+        if saved is None:
+            extra = checkpoint.get("extra") or {}
+            if "phase" not in extra:
+                return None
+            saved = {"phase": extra["phase"], "phase1_end_step": extra.get("phase1_end_step", 0)}
+        phase = cls()
+        phase.load_state_dict(saved)
+        return phase
 
 
-def position_for_rank(saved: dict[str, Any] | None, env: distributed.DistEnv) -> Position:
+class StreamPositions:
+    """Every rank's place in its shard stream, a checkpoint part: saving gathers them all
+    (a collective), restoring gives this rank its own as `start`."""
+
+    def __init__(self, env: distributed.DistEnv) -> None:
+        self.env = env
+        self.start = Position()
+        self.batches: PretrainingBatches | None = None  # the live stream, once it exists
+
+    def state_dict(self) -> dict[str, Any]:
+        position = self.batches.position if self.batches is not None else self.start
+        return {"ranks": distributed.all_gather_object(position.to_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start = position_for_rank(state, self.env)
+
+
+def position_for_rank(saved: dict[str, Any], env: distributed.DistEnv) -> Position:
     """This rank's data position from a checkpoint; with another number of processes the
     streams cannot continue exactly, so every rank starts the next epoch."""
-    if not saved:
-        return Position()
     ranks = saved["ranks"]
     if len(ranks) == env.world_size:
         return Position.from_dict(ranks[env.rank])
@@ -543,19 +583,23 @@ def train(args: argparse.Namespace) -> int:
         return 0
     scheduler = build_schedule(optimizer, args)
 
-    position = Position()
+    positions = StreamPositions(env)
     phase1_end, step = begin.phase1_end, 0  # step: optimizer steps of this phase
+    states = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "precision": prec,
+        "data_position": positions,
+        "phase": Phase(phase, phase1_end),  # saved only: `starting_point` read it
+    }
     if begin.resume is not None:
-        restore_training_state(
+        restore_state(
             begin.resume,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            precision=prec,
+            {k: v for k, v in states.items() if k != "phase"},
             source=f"checkpoint {begin.path}",
         )
         step = begin.resume["step"] - phase1_end
-        position = position_for_rank(begin.resume["data_position"], env)
         if env.is_main:
             print(f"resumed from {begin.path} at step {begin.resume['step']}", flush=True)
         if step >= args.max_steps:
@@ -594,7 +638,7 @@ def train(args: argparse.Namespace) -> int:
         seed=args.seed,
         rank=env.rank,
         world_size=env.world_size,
-        position=position,
+        position=positions.start,
         dynamic_masking=args.dynamic_masking,
         masking_ids=masking_ids,
         vocab_size=tokens,
@@ -603,25 +647,17 @@ def train(args: argparse.Namespace) -> int:
     forward_model = torch.compile(model) if args.compile else model
     ddp_model = distributed.wrap_ddp(forward_model, env)
 
+    positions.batches = batches
+
     def save() -> None:
         if args.skip_checkpoint:
             return
-        state = capture_training_state(
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            precision=prec,
-            step=phase1_end + step,
-            data_position={"ranks": gather_positions(batches.position)},
-            extra={
-                "phase": phase,
-                "phase1_end_step": phase1_end,
-                "optimizer": args.optimizer,
-                "bert_config": config.to_dict(),
-                "max_seq_length": args.max_seq_length,
-            },
-        )
-        checkpointer.save(state, phase1_end + step)
+        extra = {
+            "optimizer": args.optimizer,
+            "bert_config": config.to_dict(),
+            "max_seq_length": args.max_seq_length,
+        }
+        checkpointer.save(phase1_end + step, states, extra=extra)
 
     accumulation = args.gradient_accumulation_steps
     end = args.max_steps

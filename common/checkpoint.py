@@ -4,11 +4,16 @@ A checkpoint is a dict written with `torch.save` holding only tensors and plain
 Python data, so it loads with `torch.load(weights_only=True)`:
 
     format, version          marks the file as ours (anything else is "foreign")
-    model                    state dict without `module.` / `_orig_mod.` prefixes
-    optimizer, scheduler, precision
+    step                     the optimizer steps done
     rng                      per-rank RNG states (python, numpy, torch, cuda)
-    data_position            whatever the caller needs to continue its data stream
-    step, extra              the caller's bookkeeping
+    <part>                   the `state_dict()` of each part saved: model (without
+                             `module.` / `_orig_mod.` prefixes), optimizer, scheduler,
+                             precision, data_position, vocabulary, ...
+    per_rank                 one dict per rank of the parts that differ between ranks
+    extra                    plain values: best metric, model config
+
+A run names its parts once and hands the same dict to `Checkpointer.save(step, states)`
+and `Checkpointer.restore(states)`; each part has `state_dict`/`load_state_dict`.
 
 Files in a folder, for prefix "checkpoint" and suffix ".pt":
     checkpoint_step00001000.pt ...   the last `keep_last` saves
@@ -28,8 +33,9 @@ import re
 import shutil
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,7 +45,7 @@ from common.atomic import atomic_write, replace_durably, temp_path
 from common.errors import UserError
 
 FORMAT = "lm-recipes-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: parts by name at the top level, per-rank parts in `per_rank`
 PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -208,8 +214,59 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _state_of(obj: Any) -> Any:
-    return obj.state_dict() if obj is not None else None
+class Stateful(Protocol):
+    """A part of a run that a checkpoint saves and restores."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class PerRank:
+    """Marks a part whose state differs between ranks (Transformer-XL's memories): each
+    rank's state, moved to the CPU, is gathered on the writing rank into the same file, so
+    it is committed atomically with the rest; on restore each rank gets its own back."""
+
+    def __init__(self, part: Stateful) -> None:
+        self.part = part
+
+
+@dataclass
+class DataPosition:
+    """Where a data stream continues: the epoch and the next batch within it."""
+
+    epoch: int = 0
+    batch: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+class RunSettings:
+    """Settings an exact resume depends on (batch sizes, epochs, data size): a checkpoint
+    part whose restore refuses a run that changed any of them, naming each change."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        changed = [
+            f"{name} {state.get(name)!r} -> {value!r}"
+            for name, value in self.settings.items()
+            if name in state and state[name] != value
+        ]
+        if changed:
+            raise CheckpointError(
+                f"{'; '.join(changed)}: changed since the checkpoint was written, so the run "
+                "would not continue exactly; resume with the same settings, or start a new "
+                "run in another folder"
+            )
 
 
 def _on_cpu(obj: Any) -> Any:
@@ -224,12 +281,103 @@ def _on_cpu(obj: Any) -> Any:
 
 
 def per_rank_state(state: dict[str, Any], rank: int | None = None) -> dict[str, Any] | None:
-    """This rank's part of a checkpoint (`per_rank` of `capture_training_state`), or None
-    when the checkpoint has none or was written by another number of processes."""
+    """This rank's parts of a checkpoint (the `PerRank` parts), or None when the checkpoint
+    has none or was written by another number of processes."""
     parts = state.get("per_rank")
     if not parts or len(parts) != distributed.get_world_size():
         return None
     return parts[distributed.get_rank() if rank is None else rank]
+
+
+def capture_state(
+    step: int, states: dict[str, Any], *, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The checkpoint of `states` (name -> part with `state_dict`, `PerRank(part)`, or None)
+    at `step`. Collective: call on every rank. A module is saved without the prefixes of
+    its wrappers; `extra` holds plain values (best metric, model config)."""
+    checkpoint: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "rng": distributed.all_gather_object(rng_state()),
+        "extra": extra or {},
+        "per_rank": None,
+    }
+    mine: dict[str, Any] = {}
+    for name, part in states.items():
+        if isinstance(part, PerRank):
+            mine[name] = _on_cpu(part.part.state_dict())
+        elif isinstance(part, torch.nn.Module):
+            checkpoint[name] = strip_prefixes(distributed.unwrap(part).state_dict())
+        else:
+            checkpoint[name] = part.state_dict() if part is not None else None
+    if mine:
+        checkpoint["per_rank"] = distributed.gather_object(mine)
+    return checkpoint
+
+
+def restore_state(
+    checkpoint: dict[str, Any],
+    states: dict[str, Any],
+    *,
+    strict: bool = True,
+    source: str = "checkpoint",
+) -> list[str]:
+    """Load each part of `states` from `checkpoint` in the order given (parts that check
+    the run, such as a vocabulary, go first), then this rank's RNG. Returns the names
+    of the `PerRank` parts the checkpoint has nothing for on this rank (another number of
+    processes, an earlier version): the caller decides how those start.
+
+    A part the top level lacks is looked for in `extra`, where version 1 kept the
+    vocabulary and the plateau scheduler (and, as plain values, a run's settings); a part
+    missing there too, or saved as None, is an error (leave out of `states` what a run
+    may lack)."""
+    mine = per_rank_state(checkpoint) or {}
+    extra = checkpoint.get("extra") or {}
+    missing = []
+    for name, part in states.items():
+        if part is None:
+            continue
+        if isinstance(part, PerRank):
+            if name in mine:
+                _load_part(part.part, mine[name], f"{source}: {name}")
+            else:
+                missing.append(name)
+            continue
+        saved = checkpoint[name] if name in checkpoint else extra.get(name, _ABSENT)
+        if saved is _ABSENT and isinstance(part, RunSettings):
+            saved = extra  # version 1 kept a run's settings among the plain values
+        if saved is _ABSENT or saved is None:
+            raise CheckpointError(f"{source} holds no {name} state to resume from")
+        if isinstance(part, torch.nn.Module):
+            try:
+                distributed.unwrap(part).load_state_dict(strip_prefixes(saved), strict=strict)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{source} does not fit the model: {exc}") from exc
+        else:
+            _load_part(part, saved, f"{source}: {name}")
+    rngs = checkpoint.get("rng") or []
+    rank = distributed.get_rank()
+    if len(rngs) == distributed.get_world_size():
+        set_rng_state(rngs[rank])
+    elif rngs:
+        # Another world size: data order stays exact, dropout noise cannot be.
+        set_rng_state(rngs[rank % len(rngs)])
+    return missing
+
+
+_ABSENT = object()
+
+
+def _load_part(part: Stateful, saved: Any, where: str) -> None:
+    """`part.load_state_dict(saved)`, with a part's refusal (another vocabulary) or a
+    malformed state reported as a CheckpointError naming the file and the part."""
+    try:
+        part.load_state_dict(saved)
+    except UserError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{where}: malformed state ({exc!r})") from exc
 
 
 def capture_training_state(
@@ -241,29 +389,12 @@ def capture_training_state(
     step: int = 0,
     data_position: Any = None,
     extra: dict[str, Any] | None = None,
-    per_rank: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to continue a run exactly. Collective: call on every rank.
-
-    `per_rank` is state that differs between ranks (Transformer-XL's memories): each
-    rank's, moved to the CPU, is gathered on rank 0 (the rank that writes) into the same
-    file, so it is committed atomically with the rest (`per_rank_state` reads it back).
-    """
-    rngs = distributed.all_gather_object(rng_state())
-    parts = distributed.gather_object(_on_cpu(per_rank)) if per_rank is not None else None
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": strip_prefixes(distributed.unwrap(model).state_dict()),
-        "optimizer": _state_of(optimizer),
-        "scheduler": _state_of(scheduler),
-        "precision": _state_of(precision),
-        "rng": rngs,
-        "step": step,
-        "data_position": data_position,
-        "extra": extra or {},
-        "per_rank": parts,
-    }
+    """`capture_state` of the usual parts, by keyword (`data_position` plain data)."""
+    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    state = capture_state(step, {**states, "precision": precision}, extra=extra)
+    state["data_position"] = data_position
+    return state
 
 
 def restore_training_state(
@@ -276,27 +407,11 @@ def restore_training_state(
     strict: bool = True,
     source: str = "checkpoint",
 ) -> dict[str, Any]:
-    """Load `state` into the given objects and this rank's RNG; returns the state."""
-    target = distributed.unwrap(model)
-    weights = strip_prefixes(state["model"])
-    try:
-        target.load_state_dict(weights, strict=strict)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{source} does not fit the model: {exc}") from exc
-    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
-        if obj is not None:
-            if state.get(name) is None:
-                raise CheckpointError(f"{source} holds no {name} state to resume from")
-            obj.load_state_dict(state[name])
-    if precision is not None and state.get("precision"):
-        precision.load_state_dict(state["precision"])
-    rngs = state.get("rng") or []
-    rank = distributed.get_rank()
-    if len(rngs) == distributed.get_world_size():
-        set_rng_state(rngs[rank])
-    elif rngs:
-        # Another world size: data order stays exact, dropout noise cannot be.
-        set_rng_state(rngs[rank % len(rngs)])
+    """`restore_state` of the usual parts, by keyword; returns `state`."""
+    if precision is not None and not state.get("precision"):
+        precision = None  # a checkpoint of a run without loss scaling
+    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    restore_state(state, {**states, "precision": precision}, strict=strict, source=source)
     return state
 
 
@@ -340,14 +455,24 @@ class Checkpointer:
                     found.append((int(match.group(1)), path))
         return [path for _, path in sorted(found)]
 
-    def save(self, state: dict[str, Any], step: int, *, is_best: bool = False) -> Path | None:
-        """Write `state` as step `step`, point `_last` (and `_best`) at it, prune old saves.
-
-        Only the main rank writes; the others return None.
-        """
+    def save(
+        self,
+        step: int,
+        states: dict[str, Any] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        is_best: bool = False,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> Path | None:
+        """Save the parts `states` (see `capture_state`) as step `step`, point `_last`
+        (and `_best`) at the file and prune old saves. Collective: every rank calls it,
+        only the main rank writes (the others return None). `checkpoint` writes a dict
+        made already instead."""
+        if checkpoint is None:
+            checkpoint = capture_state(step, states or {}, extra=extra)
         if not self.is_main:
             return None
-        path = save_atomic(state, self.step_path(step))
+        path = save_atomic(checkpoint, self.step_path(step))
         _link_atomic(path, self.last_path)
         if is_best:
             _link_atomic(path, self.best_path)
@@ -362,6 +487,23 @@ class Checkpointer:
         steps = self.step_files()
         return steps[-1] if steps else None
 
+    def restore(
+        self,
+        states: dict[str, Any],
+        path: str | os.PathLike | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> dict[str, Any] | None:
+        """Restore the parts `states` from `path` (default: `latest()`); returns the
+        checkpoint read, None when there is nothing to resume. `PerRank` parts the file
+        has nothing for are listed under the returned checkpoint's "missing"."""
+        path = Path(path) if path is not None else self.latest()
+        if path is None:
+            return None
+        checkpoint = read_checkpoint(path, map_location=map_location)
+        checkpoint["missing"] = restore_state(checkpoint, states, source=f"checkpoint {path}")
+        checkpoint["path"] = path
+        return checkpoint
+
     def resume(
         self,
         *,
@@ -372,7 +514,7 @@ class Checkpointer:
         path: str | os.PathLike | None = None,
         map_location: str | torch.device = "cpu",
     ) -> dict[str, Any] | None:
-        """Restore the run from `path` (default: `latest()`); None when there is nothing."""
+        """`restore` of the usual parts, by keyword."""
         path = Path(path) if path is not None else self.latest()
         if path is None:
             return None

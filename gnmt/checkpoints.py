@@ -75,10 +75,11 @@ def load_model(
     )
     if state.get("format") == FORMAT:
         extra = state.get("extra") or {}
-        if "model_config" not in extra or "tokenizer" not in extra:
+        tokenizer_state = state.get("tokenizer") or extra.get("tokenizer")  # version 1: extra
+        if "model_config" not in extra or tokenizer_state is None:
             raise CheckpointError(f"{path} is a checkpoint of another model, not GNMT")
         cfg = dict(extra["model_config"])
-        tokenizer_state, from_state = extra["tokenizer"], Tokenizer.from_state_dict
+        from_state = Tokenizer.from_state_dict
         weights = state["model"]
     elif {"model_config", "state_dict", "tokenizer"} <= set(state):
         cfg = _nvidia_model_config(state["model_config"], path)

@@ -183,6 +183,16 @@ class Tokenizer:
             "tgt_lang": self.tgt_lang,
         }
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A run's data is encoded with this tokenizer, so a checkpoint it resumes from
+        must hold the same vocabulary: checked, never replaced."""
+        saved = state["tokens"]
+        if saved != self.tokens:
+            raise TokenizerError(
+                f"it was trained with another vocabulary ({len(saved)} tokens; "
+                f"this run's has {self.vocab_size})"
+            )
+
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Tokenizer:
         codes = state.get("bpe_codes")

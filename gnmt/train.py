@@ -22,7 +22,7 @@ import sacrebleu
 import torch
 
 from common import cli, distributed
-from common.checkpoint import Checkpointer, CheckpointError, capture_training_state
+from common.checkpoint import Checkpointer, DataPosition, RunSettings
 from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.precision import Precision
@@ -220,39 +220,36 @@ def train(args: argparse.Namespace) -> int:
     checkpointer = Checkpointer(
         args.save_dir, prefix="model", suffix=".pth", keep_last=args.keep_checkpoints
     )
-    step, epoch, next_batch, best_bleu = 0, 0, 0, float("-inf")
+    position = DataPosition()  # the epoch, and the next batch (micro-batch) in it
+    settings = RunSettings(  # what exact resume depends on: a change is refused
+        **{
+            "--train-batch-size": args.train_batch_size,
+            "global batch": global_batch,
+            "--epochs": args.epochs,
+            "--num-buckets": args.num_buckets,
+            "--seed": args.seed,
+            "training pairs": len(train),
+        }
+    )
+    states = {  # restored in this order: the checks of the run come first
+        "settings": settings,
+        "tokenizer": tokenizer,  # checked, never replaced: the data is encoded with it
+        "model": ddp_model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "precision": prec,
+        "data_position": position,
+    }
+    step, best_bleu = 0, float("-inf")
     if args.resume:
-        state = checkpointer.resume(
-            model=ddp_model, optimizer=optimizer, scheduler=scheduler, precision=prec
-        )
+        state = checkpointer.restore(states)
         if state is not None:
-            saved_tokens = state["extra"]["tokenizer"]["tokens"]
-            if saved_tokens != tokenizer.tokens:
-                raise CheckpointError(
-                    f"{checkpointer.latest()} was trained with another vocabulary "
-                    f"({len(saved_tokens)} tokens) than {ds / args.vocab} "
-                    f"({tokenizer.vocab_size} tokens)"
-                )
-            step = state["step"]
-            epoch, next_batch = state["data_position"]["epoch"], state["data_position"]["batch"]
-            best_bleu = state["extra"]["best_bleu"]
-            logger.log("PARAMETER", {"resumed_from_step": step, "epoch": epoch})
+            step, best_bleu = state["step"], state["extra"]["best_bleu"]
+            logger.log("PARAMETER", {"resumed_from_step": step, "epoch": position.epoch})
 
     def save(is_best: bool = False) -> None:
-        st = capture_training_state(
-            model=ddp_model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            precision=prec,
-            step=step,
-            data_position={"epoch": epoch, "batch": next_batch},
-            extra={
-                "best_bleu": best_bleu,
-                "model_config": config_dict(model),
-                "tokenizer": tokenizer.state_dict(),
-            },
-        )
-        path = checkpointer.save(st, step, is_best=is_best)
+        extra = {"best_bleu": best_bleu, "model_config": config_dict(model)}
+        path = checkpointer.save(step, states, extra=extra, is_best=is_best)
         if path:
             print(f"saved checkpoint {path} (step {step})", flush=True)
 
@@ -264,18 +261,18 @@ def train(args: argparse.Namespace) -> int:
         save, step, max_steps=args.max_steps or None, save_every=args.save_freq,
         agree_every=args.print_freq, window=window,
     ) as run:  # fmt: skip
-        while epoch < args.epochs and run.reason is None and not target_reached:
+        while position.epoch < args.epochs and run.reason is None and not target_reached:
             ddp_model.train()
             epoch_start, epoch_tokens, epoch_sents = time.perf_counter(), 0, 0
             stream = data.train_batches(
-                train, args.train_batch_size, env.world_size, env.rank, args.seed, epoch,
-                next_batch, args.num_buckets,
+                train, args.train_batch_size, env.world_size, env.rank, args.seed,
+                position.epoch, position.batch, args.num_buckets,
             )  # fmt: skip
             # Only whole steps: a trailing partial accumulation is dropped.
             last_index = steps_per_epoch * accumulation
-            while next_batch < last_index:
+            while position.batch < last_index:
                 micro = [next(stream) for _ in range(accumulation)]
-                next_batch = micro[-1][0] + 1
+                position.batch = micro[-1][0] + 1
                 for _, batch in train_step.micro_batches(micro):
                     batch = batch.to(env.device)
                     with prec.autocast():
@@ -292,7 +289,7 @@ def train(args: argparse.Namespace) -> int:
                 if step % args.print_freq == 0:
                     values = window.line(prec)
                     values["ppl"] = math.exp(min(values["nll/tok"], 50))
-                    logger.log((epoch, step), values)
+                    logger.log((position.epoch, step), values)
                 if run.after_step(step):
                     break
 
@@ -307,7 +304,7 @@ def train(args: argparse.Namespace) -> int:
                 "tok/s": totals[0] / epoch_time,
             }
             print(
-                f"training time for epoch {epoch + 1}: {epoch_time / 60:.2f} mins "
+                f"training time for epoch {position.epoch + 1}: {epoch_time / 60:.2f} mins "
                 f"({summary['sent/s']:.2f} sent/sec, {summary['tok/s']:.2f} tokens/sec)",
                 flush=True,
             )
@@ -320,18 +317,18 @@ def train(args: argparse.Namespace) -> int:
                     )
                     summary.update({"bleu": bleu, "eval_time_s": eval_time})
                     print(
-                        f"eval time for epoch {epoch + 1}: {eval_time / 60:.2f} mins "
+                        f"eval time for epoch {position.epoch + 1}: {eval_time / 60:.2f} mins "
                         f"({len(test_src) / eval_time:.2f} sent/sec, "
                         f"{eval_tokens * env.world_size / eval_time:.2f} tokens/sec)",
                         flush=True,
                     )
-                    print(f"test BLEU after epoch {epoch + 1}: {bleu:.2f}", flush=True)
+                    print(f"test BLEU after epoch {position.epoch + 1}: {bleu:.2f}", flush=True)
                     is_best = bleu > best_bleu
                     best_bleu = max(best_bleu, bleu)
                     target_reached = args.target_bleu is not None and bleu >= args.target_bleu
-            logger.log((epoch + 1,), summary)
-            if next_batch >= last_index:
-                epoch, next_batch = epoch + 1, 0
+            logger.log((position.epoch + 1,), summary)
+            if position.batch >= last_index:
+                position.epoch, position.batch = position.epoch + 1, 0
             run.save(is_best=is_best)
     stop_reason = "target_bleu" if target_reached else run.reason
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import cli, distributed
-from common.checkpoint import Checkpointer, capture_training_state
+from common.checkpoint import Checkpointer, DataPosition
 from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.optim import LAMB
@@ -157,21 +157,26 @@ def run(args: argparse.Namespace) -> int:
     distributed.seed_everything(args.seed, env.rank)  # per-rank dropout noise
 
     checkpointer = Checkpointer(args.save_dir, keep_last=args.keep_last)
-    step, epoch, start, best = 0, 0, 0, float("inf")
+    position = DataPosition()
+    states = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "precision": prec,
+        "data_position": position,
+    }
+    step, best = 0, float("inf")
     if args.resume:
-        state = checkpointer.resume(
-            model=model, optimizer=optimizer, scheduler=scheduler, precision=prec
-        )
+        state = checkpointer.restore(states)
         if state is not None:
-            step = state["step"]
-            epoch, start = state["data_position"]["epoch"], state["data_position"]["batch"]
-            best = state["extra"]["best_val_loss"]
+            step, best = state["step"], state["extra"]["best_val_loss"]
             logger.log("PARAMETER", {"resumed_from_step": step})
 
-    stream = batches(args.train_size, args.batch_size, args.seed, env, epoch, start)
+    stream = batches(
+        args.train_size, args.batch_size, args.seed, env, position.epoch, position.batch
+    )
     train_step = OptimizerStep(model, optimizer, prec, scheduler)  # LAMB clips inside
     window = MetricsWindow(unit="samples", device=env.device)
-    position = {"epoch": epoch, "batch": start}
 
     def save() -> None:
         """Score the validation set, then checkpoint (`_best` when it is the best yet)."""
@@ -179,16 +184,7 @@ def run(args: argparse.Namespace) -> int:
         val_loss, val_acc = evaluate(model, val_x, val_y, prec)
         logger.log(step, {"val_loss": val_loss, "val_accuracy": val_acc})
         is_best, best = val_loss < best, min(best, val_loss)
-        state = capture_training_state(
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            precision=prec,
-            step=step,
-            data_position=position,
-            extra={"best_val_loss": best},
-        )
-        path = checkpointer.save(state, step, is_best=is_best)
+        path = checkpointer.save(step, states, extra={"best_val_loss": best}, is_best=is_best)
         if path is not None:
             print(f"saved checkpoint {path} (step {step})", flush=True)
 
@@ -209,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
                 train_step.backward(loss / args.accumulation)
             result = train_step.finish()
             step += 1
-            epoch, index, _ = micro[-1]
-            position = {"epoch": epoch, "batch": index + 1}
+            position.epoch, index, _ = micro[-1]
+            position.batch = index + 1
             window.add_step(result, items=args.batch_size * args.accumulation)
 
             if step % args.print_freq == 0 or step == args.steps:

@@ -11,7 +11,7 @@ import torch
 from subword_nmt.apply_bpe import BPE
 from subword_nmt.learn_bpe import learn_bpe
 
-from common.checkpoint import Checkpointer, capture_training_state
+from common.checkpoint import Checkpointer, DataPosition
 from gnmt import toy_data
 from gnmt.data import pad
 from gnmt.model import GNMT, config_dict
@@ -63,19 +63,15 @@ def make_model(vocab_size: int, seed: int = 0, never_stop: bool = False) -> GNMT
 def save_our_checkpoint(directory: Path, model: GNMT, tokenizer: Tokenizer) -> Path:
     """A checkpoint written as gnmt/train.py writes one: returns `model_best.pth`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    state = capture_training_state(
-        model=model,
-        optimizer=optimizer,
-        step=10,
-        data_position={"epoch": 1, "batch": 0},
-        extra={
-            "best_bleu": 1.5,
-            "model_config": config_dict(model),
-            "tokenizer": tokenizer.state_dict(),
-        },
-    )
+    states = {
+        "model": model,
+        "optimizer": optimizer,
+        "data_position": DataPosition(epoch=1),
+        "tokenizer": tokenizer,
+    }
+    extra = {"best_bleu": 1.5, "model_config": config_dict(model)}
     checkpointer = Checkpointer(directory, prefix="model", suffix=".pth", is_main=True)
-    checkpointer.save(state, 10, is_best=True)
+    checkpointer.save(10, states, extra=extra, is_best=True)
     return checkpointer.best_path
 
 

@@ -519,8 +519,8 @@ def test_phase2_continues_from_phase1s_last_checkpoint(data, tmp_path, capsys):
     assert run(data, out, "--phase2", "--max_steps", 3, phase="phase2") == 0
     assert f"phase 2 starts from {out / 'ckpt_last.pt'} (step 4)" in capsys.readouterr().out
     state = read_checkpoint(out / "ckpt_last.pt")
-    assert state["step"] == 7 and state["extra"]["phase"] == 2
-    assert state["extra"]["phase1_end_step"] == 4
+    assert state["step"] == 7 and state["phase"]["phase"] == 2
+    assert state["phase"]["phase1_end_step"] == 4
     assert state["optimizer"]["param_groups"][0]["step"] == 3  # restarted for phase 2
     assert state["scheduler"]["last_epoch"] == 3
     # A fresh schedule (no warm-up step in 10% of 3): 0.05 * (1 - step / 3) ** 0.5.
@@ -539,7 +539,7 @@ def test_phase2_can_start_from_a_checkpoint_elsewhere(data, tmp_path):
     args = ["--phase2", "--init_checkpoint", source, "--max_steps", 2, "--learning_rate", 0.0]
     assert run(data, two, *args, phase="phase2") == 0
     state = read_checkpoint(two / "ckpt_last.pt")
-    assert (state["step"], state["extra"]["phase1_end_step"]) == (6, 4)
+    assert (state["step"], state["phase"]["phase1_end_step"]) == (6, 4)
     assert_same_weights(source, two / "ckpt_last.pt")  # learning rate 0: phase 1's weights
     # LAMB's moments carry over: m = 0.9^2 m(phase 1) + what a fresh start accumulates
     # (from the exported weights, which hold no optimizer state).
@@ -697,7 +697,7 @@ def test_run_sub_runs_phase2_with_two_tasks_after_phase1(data, tmp_path):
     assert code == 0, out
     assert "phase 2 starts from" in out
     state = read_checkpoint(results / "ckpt_last.pt")
-    assert (state["step"], state["extra"]["phase"]) == (6, 2)
+    assert (state["step"], state["phase"]["phase"]) == (6, 2)
     assert len(state["data_position"]["ranks"]) == 2
     assert state["scheduler"]["base_lrs"] == [pytest.approx(0.02)] * 2
     assert (results / "pretrained" / "model.safetensors").is_file()

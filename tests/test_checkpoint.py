@@ -17,8 +17,11 @@ from common import distributed
 from common.checkpoint import (
     Checkpointer,
     CheckpointError,
+    DataPosition,
+    PerRank,
     capture_training_state,
     read_checkpoint,
+    restore_state,
     restore_training_state,
     rng_state,
     save_atomic,
@@ -61,8 +64,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 def test_last_best_and_keep_last_n(tmp_path):
     ckpt = Checkpointer(tmp_path, keep_last=2, is_main=True)
     for step in (10, 20, 30):
-        _, state = small_state(step)
-        ckpt.save(state, step, is_best=step == 20)
+        ckpt.save(step, {"model": torch.nn.Linear(3, 2)}, is_best=step == 20)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "checkpoint_best.pt",
@@ -76,8 +78,7 @@ def test_last_best_and_keep_last_n(tmp_path):
 
 
 def test_non_main_rank_writes_nothing(tmp_path):
-    _, state = small_state()
-    assert Checkpointer(tmp_path, is_main=False).save(state, 1) is None
+    assert Checkpointer(tmp_path, is_main=False).save(1, {"model": torch.nn.Linear(3, 2)}) is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -152,20 +153,85 @@ def test_resume_in_process_is_exact(tmp_path):
     model2, opt2, sched2, prec2 = make_run()
     train(model2, opt2, sched2, 5)
     ckpt = Checkpointer(tmp_path)
-    ckpt.save(
-        capture_training_state(
-            model=model2, optimizer=opt2, scheduler=sched2, precision=prec2, step=5
-        ),
-        5,
-    )
+    ckpt.save(5, {"model": model2, "optimizer": opt2, "scheduler": sched2, "precision": prec2})
     torch.manual_seed(123)  # disturb the RNG: resume must restore it
 
     model3, opt3, sched3, prec3 = make_run()
-    state = ckpt.resume(model=model3, optimizer=opt3, scheduler=sched3, precision=prec3)
-    assert state["step"] == 5
+    states = {"model": model3, "optimizer": opt3, "scheduler": sched3, "precision": prec3}
+    state = ckpt.restore(states)
+    assert state["step"] == 5 and state["missing"] == []
     train(model3, opt3, sched3, 5)
     for a, b in zip(model.parameters(), model3.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+class Counter:
+    """A part with state: counts what it has seen, refuses another name."""
+
+    def __init__(self, name="a", seen=0):
+        self.name, self.seen = name, seen
+
+    def state_dict(self):
+        return {"name": self.name, "seen": self.seen}
+
+    def load_state_dict(self, state):
+        if state["name"] != self.name:
+            raise CheckpointError(f"saved for {state['name']!r}, not {self.name!r}")
+        self.seen = state["seen"]
+
+
+def test_parts_saved_by_name_come_back_by_name(tmp_path):
+    ckpt = Checkpointer(tmp_path)
+    model, position = torch.nn.Linear(3, 2), DataPosition(epoch=2, batch=17)
+    ckpt.save(9, {"model": model, "data_position": position, "count": Counter(seen=4)},
+              extra={"best": 1.5})  # fmt: skip
+    saved = read_checkpoint(ckpt.last_path)
+    assert saved["data_position"] == {"epoch": 2, "batch": 17}
+    assert saved["count"] == {"name": "a", "seen": 4} and saved["extra"] == {"best": 1.5}
+    assert saved["version"] == 2 and saved["per_rank"] is None
+
+    model2, position2, count2 = torch.nn.Linear(3, 2), DataPosition(), Counter()
+    state = ckpt.restore({"count": count2, "model": model2, "data_position": position2})
+    assert (state["step"], position2, count2.seen) == (9, position, 4)
+    assert torch.equal(model2.weight, model.weight)
+    with pytest.raises(CheckpointError, match=r"checkpoint_last\.pt: count: saved for 'a'"):
+        ckpt.restore({"count": Counter(name="b")})  # a part refuses: one line naming both
+    with pytest.raises(CheckpointError, match="holds no plateau state"):
+        ckpt.restore({"plateau": Counter()})
+    with pytest.raises(CheckpointError, match=r"count: malformed state \(KeyError"):
+        restore_state({"count": {"seen": 1}}, {"count": Counter()}, source="checkpoint")
+
+
+def test_per_rank_parts_come_back_to_their_rank_or_are_reported_missing(tmp_path):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(3, {"model": torch.nn.Linear(3, 2), "mine": PerRank(Counter(seen=8))})
+    saved = read_checkpoint(ckpt.last_path)
+    assert saved["per_rank"] == [{"mine": {"name": "a", "seen": 8}}]  # one entry per rank
+    count = Counter()
+    assert ckpt.restore({"mine": PerRank(count)})["missing"] == []
+    assert count.seen == 8
+    saved["per_rank"] = [saved["per_rank"][0]] * 2  # written by two processes
+    save_atomic(saved, tmp_path / "two.pt")
+    count = Counter()
+    assert ckpt.restore({"mine": PerRank(count)}, tmp_path / "two.pt")["missing"] == ["mine"]
+    assert count.seen == 0
+
+
+def test_a_version_1_checkpoint_resumes(tmp_path):
+    """Version 1 kept the vocabulary and the plateau scheduler in `extra`."""
+    model = torch.nn.Linear(3, 2)
+    old = capture_training_state(
+        model=model, step=4, data_position={"epoch": 1, "batch": 3},
+        extra={"count": {"name": "a", "seen": 5}, "best_val_loss": 2.0},
+    )  # fmt: skip
+    old.update(version=1, per_rank=[{"mems": [1, 2]}])
+    save_atomic(old, tmp_path / "v1.pt")
+    position, count, mems = DataPosition(), Counter(), Counter()
+    mems.load_state_dict = lambda state: setattr(mems, "seen", state)
+    states = {"count": count, "data_position": position, "mems": PerRank(mems)}
+    state = Checkpointer(tmp_path).restore(states, tmp_path / "v1.pt")
+    assert (position.epoch, position.batch, count.seen, mems.seen) == (1, 3, 5, [1, 2])
+    assert state["extra"]["best_val_loss"] == 2.0
 
 
 def weights(path):

@@ -266,11 +266,11 @@ def test_sigterm_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(reci
 
 KILL_DURING_SAVE = """
 import sys, time, torch
-from common.checkpoint import Checkpointer, capture_training_state
+from common.checkpoint import Checkpointer
 ckpt = Checkpointer(sys.argv[1], keep_last=2)
 model = torch.nn.Linear(2, 2)
 torch.nn.init.ones_(model.weight)
-ckpt.save(capture_training_state(model=model, step=1), 1)
+ckpt.save(1, {"model": model})
 real_save = torch.save
 def slow_save(obj, f, *a, **k):
     f.write(b"PK\\x03\\x04 half of a checkpoint")
@@ -279,7 +279,7 @@ def slow_save(obj, f, *a, **k):
     time.sleep(60)
 torch.save = slow_save
 torch.nn.init.zeros_(model.weight)
-ckpt.save(capture_training_state(model=model, step=2), 2)
+ckpt.save(2, {"model": model})
 """
 
 

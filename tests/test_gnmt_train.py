@@ -154,6 +154,17 @@ def test_resume_with_another_vocabulary_is_refused(dataset, tmp_path, capsys):
     assert "another vocabulary" in capsys.readouterr().err
 
 
+def test_resume_with_settings_that_break_exact_resume_is_refused(dataset, tmp_path, capsys):
+    assert train.main(flags(dataset, tmp_path, "--max-steps", "2", "--no-eval")) == 0
+    args = flags(dataset, tmp_path, "--resume", "--no-eval", "--epochs", "7")
+    args[args.index("--train-batch-size") + 1] = "4"
+    assert train.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint ") and "model_last.pth" in err
+    assert "--train-batch-size 16 -> 4" in err and "--epochs 6 -> 7" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_missing_training_file_is_a_one_line_error(dataset, tmp_path, capsys):
     args = flags(dataset, tmp_path, "--no-eval")
     args[args.index("--train-src") + 1] = "nowhere.en"

@@ -11,7 +11,13 @@ import types
 import pytest
 import torch
 
-from common.checkpoint import CheckpointError, capture_training_state, save_atomic
+from common.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    capture_training_state,
+    save_atomic,
+)
+from transformer_xl import data as txl_data
 from transformer_xl.model import MemTransformerLM, init_weights, load_checkpoint, model_config
 
 V, D_MODEL, N_HEAD, D_HEAD, D_INNER, N_LAYER = 60, 16, 2, 5, 24, 2
@@ -568,7 +574,13 @@ def test_loads_nvidia_checkpoint_with_untied_softmax(tmp_path, monkeypatch):
 
 def test_loads_our_checkpoint(tmp_path):
     model = make_model(**CKPT_CONFIG).float()
-    extra = {"model_config": model_config(model), "vocab": SYMBOLS}
+    config = {"model_config": model_config(model)}
+    states = {"model": model, "vocab": txl_data.Vocab(SYMBOLS)}
+    Checkpointer(tmp_path, is_main=True).save(3, states, extra=config)
+    loaded, vocab = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert vocab == SYMBOLS
+    assert_same_model(loaded, model)
+    extra = {**config, "vocab": SYMBOLS}  # version 1 kept the symbols in `extra`
     path = save_atomic(capture_training_state(model=model, extra=extra), tmp_path / "c.pt")
     loaded, vocab = load_checkpoint(path)
     assert vocab == SYMBOLS

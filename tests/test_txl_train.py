@@ -66,7 +66,8 @@ def test_training_logs_evaluates_checkpoints_and_tests(corpus, tmp_path, capsys)
         assert (tmp_path / name).is_file(), name
     # the memories are in the checkpoint itself, one entry per rank: no side files
     [part] = read_checkpoint(tmp_path / "checkpoint_last.pt")["per_rank"]
-    assert len(part["mems"]) == 1 and len(part["mems"][0]) == 2  # batch chunks x layers
+    chunks = part["mems"]["chunks"]
+    assert len(chunks) == 1 and len(chunks[0]) == 2  # batch chunks x layers
     assert not list(tmp_path.glob("mems_*"))
     summary = final(tmp_path)
     assert summary["steps"] == 12 and summary["passed"] is True
@@ -254,7 +255,9 @@ def test_two_processes_train_like_one_without_dropout(corpus, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     parts = read_checkpoint(tmp_path / "two" / "checkpoint_last.pt")["per_rank"]
-    assert len(parts) == 2 and parts[0]["mems"][0][0].shape[1] == 2  # each rank its streams
+    assert (
+        len(parts) == 2 and parts[0]["mems"]["chunks"][0][0].shape[1] == 2
+    )  # each rank its streams
 
 
 @pytest.mark.slow
@@ -279,14 +282,17 @@ def test_sigkill_then_resume_gives_identical_weights(corpus, tmp_path):
 
 def test_memories_come_from_the_checkpoint_or_the_side_file_of_earlier_versions(tmp_path):
     mems = [[torch.full((2, 1, 4), 3.0), torch.full((2, 1, 4), 4.0)]]
-    state = {"step": 7, "per_rank": [{"mems": mems}]}
-    got = train.saved_mems(state, tmp_path, 0, torch.device("cpu"))
-    assert torch.equal(got[0][1], mems[0][1])
-    older = {"step": 7}  # written before memories moved into the checkpoint
-    assert train.saved_mems(older, tmp_path, 0, torch.device("cpu")) is None
+    memories = train.Memories(1, torch.device("cpu"))
+    memories.load_state_dict({"chunks": mems})
+    assert memories.restored and torch.equal(memories.chunks[0][1], mems[0][1])
+    other = train.Memories(2, torch.device("cpu"))  # another --batch_chunk: stays empty
+    other.load_state_dict(mems)  # as version 1 saved them
+    assert not other.restored and other.chunks == [None, None]
+    older = train.Memories(1, torch.device("cpu"))  # written before memories moved in
+    assert not older.load_side_file(tmp_path, 7, rank=0)
     torch.save({"step": 7, "mems": mems}, tmp_path / "mems_rank0_step00000007.pt")
-    got = train.saved_mems(older, tmp_path, 0, torch.device("cpu"))
-    assert torch.equal(got[0][0], mems[0][0])
+    assert older.load_side_file(tmp_path, 7, rank=0)
+    assert torch.equal(older.chunks[0][0], mems[0][0])
 
 
 def test_a_compiled_model_that_scores_otherwise_than_the_eager_one_is_refused():

@@ -74,7 +74,9 @@ def _config_and_weights(state: dict[str, Any], path: Path) -> tuple[dict, dict, 
         config = extra.get("model_config")
         if not isinstance(config, dict) or "n_layer" not in config or "d_head" not in config:
             raise CheckpointError(f"{path} is a checkpoint of another model, not Transformer-XL")
-        return dict(config), strip_prefixes(state["model"]), extra.get("vocab")
+        vocab = state.get("vocab")  # {"symbols": [...]}; version 1 kept the list in extra
+        symbols = vocab.get("symbols") if isinstance(vocab, dict) else extra.get("vocab")
+        return dict(config), strip_prefixes(state["model"]), symbols
     if {"model_config", "model_state"} <= set(state):
         return dict(state["model_config"]), strip_prefixes(state["model_state"]), state.get("vocab")
     raise CheckpointError(
@@ -100,7 +102,7 @@ def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[MemTransformerLM, list[str] | None]:
     """(model in eval mode on `map_location`, vocabulary id -> symbol or None) from our
-    checkpoint (`extra["model_config"]`, `extra["vocab"]`) or NVIDIA's
+    checkpoint (`extra["model_config"]`, `vocab`) or NVIDIA's
     `checkpoint_{best,last}.pt` (`model_config`, `model_state`, `vocab`). The model keeps
     the checkpoint's tgt/ext/mem_len, same_length and clamp_len."""
     path = Path(path)

@@ -242,6 +242,19 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.symbols)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"symbols": list(self.symbols), "unk": self.unk}
+
+    def load_state_dict(self, state: dict[str, Any] | list[str]) -> None:
+        """The corpus is numbered with this vocabulary, so a checkpoint it resumes from must
+        hold the same symbols: checked, never replaced (version 1 saved the bare list)."""
+        saved = state["symbols"] if isinstance(state, dict) else state
+        if saved != self.symbols:
+            raise DataError(
+                f"it was trained with another vocabulary ({len(saved)} symbols; "
+                f"this corpus has {len(self)})"
+            )
+
     def __contains__(self, sym: str) -> bool:
         return sym in self._ids
 

@@ -29,9 +29,8 @@ import torch
 from common import cli, distributed
 from common.checkpoint import (
     Checkpointer,
-    CheckpointError,
-    capture_training_state,
-    per_rank_state,
+    DataPosition,
+    PerRank,
     read_checkpoint,
     restore_training_state,
 )
@@ -250,47 +249,34 @@ def evaluate(
 # --- checkpoints ------------------------------------------------------------------------
 
 
-def saved_mems(
-    state: dict[str, Any], work_dir: Path, rank: int, device: torch.device
-) -> list[Any] | None:
-    """This rank's memories of the training streams at the checkpoint's step: from the
-    checkpoint itself, or from the side file `mems_rank<R>_step<N>.pt` that checkpoints
-    of earlier versions of this recipe were written with."""
-    part = per_rank_state(state, rank)
-    if part is not None:
-        mems = part["mems"]
-    else:
-        old = work_dir / f"mems_rank{rank}_step{state['step']:08d}.pt"
+class Memories:
+    """The memories of this rank's training streams, one list of layers per batch chunk
+    (a per-rank part of the checkpoint, so a resumed run continues the same streams)."""
+
+    def __init__(self, chunks: int, device: torch.device) -> None:
+        self.chunks: list[Any] = [None] * chunks
+        self.device = device
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"chunks": self.chunks}
+
+    def load_state_dict(self, state: dict[str, Any] | list[Any]) -> None:
+        """Takes the saved memories when they have this run's batch chunks (in place: the
+        loop holds `chunks`); otherwise they stay empty and `restored` says so. Version 1
+        saved the bare list; its side files, {"mems": list}."""
+        saved = state if isinstance(state, list) else state.get("chunks", state.get("mems"))
+        self.restored = len(saved) == len(self.chunks)
+        if self.restored:
+            self.chunks[:] = [None if m is None else [t.to(self.device) for t in m] for m in saved]
+
+    def load_side_file(self, work_dir: Path, step: int, rank: int) -> bool:
+        """Checkpoints of earlier versions of this recipe kept each rank's memories in a
+        side file `mems_rank<R>_step<N>.pt`; True when one was found and fitted."""
+        old = work_dir / f"mems_rank{rank}_step{step:08d}.pt"
         if not old.is_file():
-            return None
-        mems = torch.load(old, map_location="cpu", weights_only=True)["mems"]
-    return [None if m is None else [t.to(device) for t in m] for m in mems]
-
-
-def resume_state(
-    args: argparse.Namespace,
-    checkpointer: Checkpointer,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: ScheduledLR,
-    prec: Precision,
-    vocab: data.Vocab,
-) -> dict[str, Any] | None:
-    path = args.restart or (checkpointer.latest() if args.resume else None)
-    if path is None:
-        return None
-    state = read_checkpoint(path)
-    saved_vocab = state["extra"].get("vocab")
-    if saved_vocab is not None and saved_vocab != vocab.symbols:
-        raise CheckpointError(
-            f"{path} was trained with another vocabulary ({len(saved_vocab)} symbols) than "
-            f"the corpus in {args.data} ({len(vocab)} symbols)"
-        )
-    restore_training_state(
-        state, model=model, optimizer=optimizer, scheduler=scheduler, precision=prec,
-        source=f"checkpoint {path}",
-    )  # fmt: skip
-    return state
+            return False
+        self.load_state_dict(torch.load(old, map_location="cpu", weights_only=True))
+        return self.restored
 
 
 # --- training ---------------------------------------------------------------------------
@@ -377,21 +363,30 @@ def train(args: argparse.Namespace) -> int:
     )
 
     local_batch = args.batch_size // env.world_size
-    step, epoch, next_batch, best_val = 0, 1, 0, math.inf
-    mems: list[Any] = [None] * args.batch_chunk
-    state = resume_state(args, checkpointer, ddp_model, optimizer, scheduler, prec, corpus.vocab)
+    position = DataPosition(epoch=1)  # the epoch, and the next batch in it
+    memories = Memories(args.batch_chunk, env.device)
+    mems = memories.chunks  # the loop updates them in place
+    states = {  # restored in this order: the vocabulary check comes first
+        "vocab": corpus.vocab,  # checked, never replaced: the corpus is numbered with it
+        "model": ddp_model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "precision": prec,
+        "data_position": position,
+        "plateau": plateau,
+        "mems": PerRank(memories),
+    }
+    step, best_val = 0, math.inf
+    path = args.restart or (checkpointer.latest() if args.resume else None)
+    state = checkpointer.restore(states, path) if path is not None else None
     if state is not None:
-        step = state["step"]
-        epoch, next_batch = state["data_position"]["epoch"], state["data_position"]["batch"]
-        best_val = state["extra"]["best_val_loss"]
-        if plateau and state["extra"].get("plateau"):
-            plateau.load_state_dict(state["extra"]["plateau"])
-        saved = saved_mems(state, args.work_dir, env.rank, env.device)
-        if saved is not None and len(saved) == args.batch_chunk:
-            mems = saved
-        else:
+        step, best_val = state["step"], state["extra"]["best_val_loss"]
+        restored = "mems" not in state["missing"] or memories.load_side_file(
+            args.work_dir, step, env.rank
+        )
+        if not restored:
             say("warning: no saved memories for this step; continuing with empty memories")
-        say(f"resumed at step {step} (epoch {epoch}, batch {next_batch})")
+        say(f"resumed at step {step} (epoch {position.epoch}, batch {position.batch})")
 
     best_pending = False  # the last evaluation was the best: the next save is `_best`
 
@@ -399,22 +394,10 @@ def train(args: argparse.Namespace) -> int:
         nonlocal best_pending
         extra = {
             "model_config": model_config(model),
-            "vocab": corpus.vocab.symbols,
             "best_val_loss": best_val,
-            "plateau": plateau.state_dict() if plateau else None,
             "dataset": args.dataset,
         }
-        st = capture_training_state(
-            model=ddp_model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            precision=prec,
-            step=step,
-            data_position={"epoch": epoch, "batch": next_batch},
-            extra=extra,
-            per_rank={"mems": mems},
-        )
-        checkpointer.save(st, step, is_best=best_pending)
+        checkpointer.save(step, states, extra=extra, is_best=best_pending)
         best_pending = False
 
     save_interval = args.save_interval or args.eval_interval
@@ -433,7 +416,7 @@ def train(args: argparse.Namespace) -> int:
             iterator = corpus.iterator(
                 "train", args.batch_size, args.tgt_len, device=env.device, ext_len=args.ext_len,
                 world_size=env.world_size, rank=env.rank, roll=args.roll, varlen=args.varlen,
-                seed=args.seed, epoch=epoch, start=next_batch,
+                seed=args.seed, epoch=position.epoch, start=position.batch,
             )  # fmt: skip
             n_batch = iterator.n_batch
             for inp, target, seq_len in iterator:
@@ -445,18 +428,18 @@ def train(args: argparse.Namespace) -> int:
                     train_step.backward(loss.float().mean() / args.batch_chunk)
                 result = train_step.finish()
                 step += 1
-                next_batch += 1
+                position.batch += 1
                 window.add_step(result, items=seq_len * local_batch)
 
                 if step % args.log_interval == 0:
                     values = window.line(prec)
                     say(
-                        f"| epoch {epoch:3d} step {step:>8d} | batches {next_batch:>6d} / "
+                        f"| epoch {position.epoch:3d} step {step:>8d} | batches {position.batch:>6d} / "
                         f"{n_batch:d} | lr {values['lr']:.3e} | ms/batch {values['step_ms']:5.1f} "
                         f"| tok/s {values['tokens/s']:7.0f} | loss {values['loss']:5.2f} | "
                         f"{quality(args.dataset, values['loss'])}"
                     )
-                    logger.log((epoch, step), values)
+                    logger.log((position.epoch, step), values)
 
                 if not args.no_eval and step % args.eval_interval == 0:
                     with window.paused():  # evaluation is not training time
@@ -471,7 +454,8 @@ def train(args: argparse.Namespace) -> int:
                         )
                         say("-" * 100)
                         logger.log(
-                            (epoch, step), {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))}
+                            (position.epoch, step),
+                            {"valid_loss": val, "valid_ppl": math.exp(min(val, 50))},
                         )
                         if plateau:
                             plateau.update(val)
@@ -481,7 +465,7 @@ def train(args: argparse.Namespace) -> int:
                 if run.after_step(step):
                     break
             else:
-                epoch, next_batch = epoch + 1, 0
+                position.epoch, position.batch = position.epoch + 1, 0
     if window.steps:  # steps since the last log line (a collective: every rank is here)
         window.line(prec)
     if run.reason == "signal":
