@@ -310,9 +310,6 @@ class Vocab:
             out.append(self.symbols[i])
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"symbols": list(self.symbols), "unk": self.unk}
-
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Vocab:
         return cls(state["symbols"], state.get("unk", UNK))
