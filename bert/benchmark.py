@@ -389,14 +389,11 @@ def comparison_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _ints(text: str) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
+        return [cli.positive_int(v) for v in text.split(",")]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
+            f"must be comma-separated positive integers, got {text!r}"
         ) from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
@@ -411,9 +408,7 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
+    p = cli.ArgumentParser(prog="python -m bert.benchmark", description=__doc__.splitlines()[0])
     p.add_argument(
         "--model", choices=sorted(MODELS), default="base", help="tiny: hidden 64, 2 layers"
     )
@@ -430,14 +425,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated precisions; unset: fp32,tf32,fp16,bf16 on a GPU, fp32,bf16 on "
         "the CPU. Those the device cannot run are skipped with a note",
     )
-    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
     p.add_argument(
-        "--steps", type=int, default=None, help="timed calls; unset: 1024 on a GPU, 20 on the CPU"
+        "--device", type=cli.device_arg, default=None, help="when not given: cuda if any"
     )
     p.add_argument(
-        "--warmup", type=int, default=None, help="untimed calls; unset: 20 on a GPU, 3 on the CPU"
+        "--steps",
+        type=cli.positive_int,
+        default=None,
+        help="timed calls; unset: 1024 on a GPU, 20 on the CPU",
     )
-    p.add_argument("--num-labels", type=int, default=2, help="classes of --task classify")
+    p.add_argument(
+        "--warmup",
+        type=cli.nonnegative_int,
+        default=None,
+        help="untimed calls; unset: 20 on a GPU, 3 on the CPU",
+    )
+    p.add_argument(
+        "--num-labels", type=cli.positive_int, default=2, help="classes of --task classify"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
     p.add_argument(
         "--compare-hf", action="store_true", help="also time transformers' BERT (same weights)"
@@ -445,32 +450,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mfu", action="store_true", help="report model FLOP utilisation")
     p.add_argument(
         "--peak-size",
-        type=int,
+        type=cli.positive_int,
         default=None,
         help="matmul size for --mfu; unset: 8192 on a GPU, 2048 on the CPU",
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads; unset: torch's choice")
-    p.add_argument("--seed", type=int, default=0, help="for the random weights")
+    p.add_argument(
+        "--threads", type=cli.positive_int, default=None, help="CPU threads; unset: torch's choice"
+    )
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0, help="for the random weights")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument("--log-file", type=Path, default=None, help="DLLogger lines")
     args = p.parse_args(argv)
+    check_flags(p, args)
     args.device = str(resolve_device(args.device))
     gpu = args.device.startswith("cuda")
-    if args.math:  # asked for by name: each one must run here
-        try:
-            cli.device_for_precisions(args.device, args.math)
-        except PrecisionError as exc:
-            p.error(str(exc))
     args.math = args.math or (["fp32", "tf32", "fp16", "bf16"] if gpu else ["fp32", "bf16"])
     args.steps = args.steps if args.steps is not None else (1024 if gpu else 20)
     args.warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)
     args.peak_size = args.peak_size or (8192 if gpu else 2048)
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
-    longest = MODELS[args.model]().max_position_embeddings
-    if max(args.seq_len) > longest:
-        p.error(f"--seq-len {max(args.seq_len)} exceeds the model's maximum of {longest}")
     return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Precisions the device cannot run and sequences longer than the model's positions,
+    refused before any model is built."""
+    problem = None
+    if args.math:  # asked for by name: each one must run here
+        try:
+            cli.device_for_precisions(args.device, args.math)
+        except PrecisionError as exc:
+            problem = str(exc)
+    longest = MODELS[args.model]().max_position_embeddings
+    cli.check_args(
+        p,
+        problem,
+        f"--seq-len {max(args.seq_len)} exceeds the model's maximum of {longest}"
+        if max(args.seq_len) > longest
+        else None,
+    )
 
 
 def runnable_precisions(maths: list[str], device: torch.device) -> tuple[list[str], list[dict]]:

@@ -44,8 +44,14 @@ from bert.model import (
     _read_json_object,
     check_vocab,
 )
-from common.atomic import atomic_write, replace_durably, temp_path
-from common.checkpoint import CheckpointError, read_torch_file, strip_prefixes
+from common.atomic import atomic_write, current_umask, replace_durably, temp_path
+from common.checkpoint import (
+    CheckpointError,
+    checkpoint_kind,
+    other_model,
+    read_torch_file,
+    strip_prefixes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +173,7 @@ def save_pretrained(
     tmp = temp_path(target)
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, 0o666 & ~current_umask())  # safetensors writes 0600: as other outputs
         replace_durably(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -231,6 +238,9 @@ def _read_state_dict(path: Path, weights_only: bool) -> dict[str, torch.Tensor]:
         )
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)
+    kind = checkpoint_kind(state) if isinstance(state, dict) else None
+    if kind is not None and not kind.startswith("BERT"):
+        raise CheckpointError(f"{path} is {other_model(state)}, not a BERT one")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not state:

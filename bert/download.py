@@ -48,6 +48,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import cli
 from common.atomic import atomic_write
 from common.download import (
     MANIFEST,
@@ -396,9 +397,7 @@ def weights(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = cli.ArgumentParser(prog="python -m bert.download", description=__doc__.splitlines()[0])
     p.add_argument(
         "what", nargs="*", metavar="WHAT", default=list(SOURCES), help="squad, glue and/or weights"
     )
@@ -434,12 +433,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=URL",
         help="fetch NAME's files from a mirror at URL (see the module docstring); repeatable",
     )
-    p.add_argument("--retries", type=int, default=5, help="download retries per file")
+    p.add_argument(
+        "--retries", type=cli.nonnegative_int, default=5, help="download retries per file"
+    )
     args = p.parse_args(argv)
-    unknown = [w for w in args.what if w not in SOURCES]
-    if unknown:
-        p.error(f"unknown {unknown}: choose from {', '.join(SOURCES)}")
+    check_flags(p, args)
     return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Names of WHAT this script does not know, refused before any download."""
+    unknown = [w for w in args.what if w not in SOURCES]
+    cli.check_args(p, f"unknown {unknown}: choose from {', '.join(SOURCES)}" if unknown else None)
 
 
 def main(argv: list[str] | None = None) -> int:

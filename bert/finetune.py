@@ -53,7 +53,7 @@ from common.metrics import MetricsWindow
 from common.precision import (
     Precision,
 )
-from common.run_control import RunControl
+from common.run_control import RunControl, stopped_line
 from common.schedules import ScheduledLR, build_scheduler
 from common.step import OptimizerStep
 
@@ -91,7 +91,9 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="BERT config JSON for a checkpoint file without config.json beside it",
     )
-    m.add_argument("--vocab_file", default=None, help="default: vocab.txt of the model directory")
+    m.add_argument(
+        "--vocab_file", default=None, help="when not given: vocab.txt of the model directory"
+    )
     m.add_argument(
         "--do_lower_case",
         action=argparse.BooleanOptionalAction,
@@ -100,47 +102,160 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     )
 
     t = p.add_argument_group("training")
-    t.add_argument("--do_train", action="store_true")
-    t.add_argument("--train_batch_size", type=int, default=32, help="per process and step")
-    t.add_argument("--learning_rate", type=float, default=5e-5, help="peak (after warm-up)")
-    t.add_argument("--num_train_epochs", type=float, default=3.0)
+    t.add_argument("--do_train", action="store_true", help="fine-tune on the training data")
     t.add_argument(
-        "--max_steps", type=int, default=-1, help="stop after this many steps (schedule unchanged)"
+        "--train_batch_size", type=cli.positive_int, default=32, help="per process and step"
     )
-    t.add_argument("--warmup_proportion", type=float, default=0.1, help="of the steps")
     t.add_argument(
-        "--gradient_accumulation_steps", type=int, default=1, help="micro-batches per step"
+        "--learning_rate", type=cli.positive_float, default=5e-5, help="peak (after warm-up)"
     )
-    t.add_argument("--weight_decay", type=float, default=0.01)
-    t.add_argument("--adam_epsilon", type=float, default=1e-6)
-    t.add_argument("--max_grad_norm", type=float, default=1.0, help="0: no clipping")
-    t.add_argument("--seed", type=int, default=42)
+    t.add_argument(
+        "--num_train_epochs",
+        type=cli.positive_float,
+        default=3.0,
+        help="passes over the data; sets the schedule's length",
+    )
+    t.add_argument(
+        "--max_steps",
+        type=cli.positive_int,
+        default=None,
+        help="stop after this many steps (schedule unchanged); when not given: every epoch",
+    )
+    t.add_argument("--warmup_proportion", type=cli.fraction, default=0.1, help="share of the steps")
+    t.add_argument(
+        "--gradient_accumulation_steps",
+        type=cli.positive_int,
+        default=1,
+        help="micro-batches per step (must divide --train_batch_size)",
+    )
+    t.add_argument(
+        "--weight_decay", type=cli.nonnegative_float, default=0.01, help="AdamW's, 0: none"
+    )
+    t.add_argument("--adam_epsilon", type=cli.positive_float, default=1e-6, help="AdamW's eps")
+    t.add_argument(
+        "--max_grad_norm", type=cli.nonnegative_float, default=1.0, help="0: no clipping"
+    )
+    t.add_argument(
+        "--seed", type=cli.nonnegative_int, default=42, help="data order, dropout, new heads"
+    )
 
     r = p.add_argument_group("runtime")
     cli.add_precision_flags(r, "tf32 on GPUs from Ampere on, else fp32")
-    r.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    r.add_argument(
+        "--device", type=cli.device_arg, default=None, help="when not given: cuda if any"
+    )
     r.add_argument(
         "--torch_compile", action="store_true", help="torch.compile the model (static shapes)"
     )
+    cli.add_threads_flag(r)
 
     o = p.add_argument_group("output")
-    o.add_argument("--output_dir", type=Path, default=Path("results"))
+    o.add_argument(
+        "--output_dir",
+        type=Path,
+        default=Path("results"),
+        help="the model, predictions, checkpoints/ and logs go here",
+    )
     o.add_argument(
         "--json-summary",
         dest="json_summary",
         type=Path,
         default=None,
-        help="DLLogger log file (default: OUTPUT_DIR/dllogger.json)",
+        help="DLLogger log file; when not given: OUTPUT_DIR/dllogger.json",
     )
-    o.add_argument("--log_freq", type=int, default=50, help="log every N steps")
+    o.add_argument("--log_freq", type=cli.positive_int, default=50, help="log every N steps")
     o.add_argument(
-        "--save_checkpoints_steps", type=int, default=1000, help="0: only at the end and on SIGTERM"
+        "--save_checkpoints_steps",
+        type=cli.nonnegative_int,
+        default=1000,
+        help="save every N steps; 0: only at the end and on SIGTERM",
     )
-    o.add_argument("--keep_checkpoints", type=int, default=1, help="numbered saves kept")
+    o.add_argument(
+        "--keep_checkpoints", type=cli.positive_int, default=1, help="numbered saves kept"
+    )
     o.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints")
+    cli.add_overwrite_flag(o)
+
+
+def finetune_problems(args: argparse.Namespace) -> list[str | None]:
+    """Combinations of the shared flags that cannot work (for `cli.check_args`)."""
+    batch, micro_batches = args.train_batch_size, args.gradient_accumulation_steps
+    return [
+        cli.conflict(
+            args, "--resume", "--overwrite", "one continues the run, the other deletes it"
+        ),
+        f"--train_batch_size {batch} must be a multiple of --gradient_accumulation_steps "
+        f"{micro_batches}"
+        if batch % micro_batches
+        else None,
+    ]
+
+
+_CHECKED_TYPES = (
+    cli.positive_int,
+    cli.nonnegative_int,
+    cli.positive_float,
+    cli.nonnegative_float,
+    cli.probability,
+    cli.fraction,
+    cli.any_float,
+)
+
+
+def check_setup_values(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    name_flag: str = "--setup",
+    file_flag: str = "--setup_file",
+) -> None:
+    """Check the values a named set-up gave (argparse defaults, which argparse converts
+    only when they are strings) with the flag's own type and choices; a bad one ends the
+    run naming the flag and the set-up, as a bad command-line value does."""
+    name = getattr(args, name_flag.lstrip("-").replace("-", "_"), None)
+    source = getattr(args, file_flag.lstrip("-").replace("-", "_"), None)
+    origin = f"from {name_flag} {name} of {source}"
+    for action in parser._actions:
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or getattr(args, action.dest, None) != default
+        ):
+            continue  # given on the command line, or nothing to check
+        flag = next((f for f in action.option_strings if f[2:] == action.dest), None)
+        flag = flag or action.option_strings[0]
+        if action.type in _CHECKED_TYPES and not isinstance(default, str):
+            try:
+                setattr(args, action.dest, action.type(str(default)))
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"argument {flag}: {exc} ({origin})")
+        if action.choices is not None and default not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            parser.error(f"argument {flag}: {default!r} is not one of {choices} ({origin})")
 
 
 # --------------------------------------------------------------------------------- model
+
+
+def check_same_vocab(given: Path, own: Path) -> None:
+    """--vocab_file must be the model folder's own vocabulary: another one (even of the
+    same size) numbers the words otherwise and the model silently answers nonsense."""
+    try:
+        ours, theirs = given.read_bytes().splitlines(), own.read_bytes().splitlines()
+    except OSError as exc:
+        raise FinetuneError(f"--vocab_file {given}: {exc.strerror}") from exc
+    if ours == theirs:
+        return
+    line = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
+    where = (
+        f"line {line + 1} differs"
+        if line is not None
+        else f"{len(ours)} entries against {len(theirs)}"
+    )
+    raise FinetuneError(
+        f"--vocab_file {given} is not the vocabulary of the model in {own.parent} "
+        f"({where}): leave --vocab_file out to use {own}"
+    )
 
 
 def load_model(
@@ -157,15 +272,18 @@ def load_model(
             "--init_checkpoint is required: a Hugging Face-format model directory, our "
             "save_pretrained output, or a .pt checkpoint file with --config_file"
         )
+    own = Path(source) / "vocab.txt"  # the vocabulary the model was trained with
+    vocab = args.vocab_file
+    if vocab is None and own.is_file():
+        vocab = own
+    if vocab is None:
+        raise FinetuneError(f"--vocab_file is required: {source} holds no vocab.txt")
+    if own.is_file() and Path(vocab).resolve() != own.resolve():
+        check_same_vocab(Path(vocab), own)
     try:
         model = model_cls.from_pretrained(source, config=args.config_file, **model_kwargs)
     except ValueError as exc:  # config files: missing, not JSON, inconsistent values
         raise FinetuneError(str(exc)) from exc
-    vocab = args.vocab_file
-    if vocab is None and (Path(source) / "vocab.txt").is_file():
-        vocab = Path(source) / "vocab.txt"
-    if vocab is None:
-        raise FinetuneError(f"--vocab_file is required: {source} holds no vocab.txt")
     try:
         tokenizer = FullTokenizer(vocab, do_lower_case=args.do_lower_case)
         check_vocab(model, tokenizer)
@@ -317,7 +435,7 @@ def train(
     bar = progress(total=total_steps, initial=step, desc="training")
     trim = not args.torch_compile
     final_loss, start = math.nan, time.perf_counter()
-    end = min(total_steps, args.max_steps) if args.max_steps > 0 else total_steps
+    end = min(total_steps, args.max_steps) if args.max_steps else total_steps
     ddp_model.train()
     try:
         with RunControl(save, step, max_steps=end, save_every=args.save_checkpoints_steps,
@@ -341,10 +459,10 @@ def train(
                     if step % args.log_freq == 0 or stopping:
                         values = window.line(prec)
                         final_loss = values["loss"]
-                        logger.log((epoch, step), values)
+                        logger.log((epoch + 1, step), values)  # epochs count from 1
                         if env.is_main:
                             print(
-                                f"epoch {epoch} step {step}/{total_steps} | loss {final_loss:.4f}"
+                                f"epoch {epoch + 1} step {step}/{total_steps} | loss {final_loss:.4f}"
                                 f" | lr {values['lr']:.3e} | {values['sequences/s']:.1f} "
                                 "sequences/s",
                                 flush=True,
@@ -355,7 +473,7 @@ def train(
         bar.close()
     train_time = time.perf_counter() - start
     if run.reason == "signal" and env.is_main:
-        print(f"stopped by a signal at step {step}; continue with --resume", flush=True)
+        print(stopped_line(step), flush=True)
     return TrainResult(
         steps=step,
         total_steps=total_steps,
@@ -458,6 +576,19 @@ def report_inference(result: InferenceResult, logger: Logger, name: str = "") ->
         f"{len(result.outputs)} sequences",
         flush=True,
     )
+
+
+def claim_output_dir(args: argparse.Namespace, outputs: list[str] = ()) -> None:
+    """Training into an OUTPUT_DIR that holds another fine-tuning run (its checkpoints,
+    log or `outputs` such as predictions) is refused unless resumed (--resume) or started
+    over (--overwrite deletes them first). Prediction alone writes beside a model."""
+    if not args.do_train:
+        return
+    out = args.output_dir
+    log = args.json_summary or out / "dllogger.json"
+    checkpointer = Checkpointer(out / "checkpoints", prefix="finetune")
+    found = [log, *(out / name for name in outputs)]
+    checkpointer.claim(resume=args.resume, overwrite=args.overwrite, outputs=found, folder=out)
 
 
 def open_logger(args: argparse.Namespace) -> Logger:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from bert.data.instances import mask_tokens, special_token_mask
+from common import cli
 from common.errors import UserError
 
 SEQUENCE_FIELDS = ("input_ids", "input_mask", "segment_ids")
@@ -524,22 +525,69 @@ def synthetic_vocab(vocab_size: int) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+MAX_SYNTHETIC_VOCAB = 2**15  # ids are stored as int16
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.ArgumentParser(
+        prog="python -m bert.pretraining_data",
         description="Write GENERATED pre-training shards (learnable token patterns) and "
         "their vocab.txt, for demos and tests.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--num_shards", type=int, default=4)
-    p.add_argument("--samples_per_shard", type=int, default=256)
-    p.add_argument("--max_seq_length", type=int, default=64)
-    p.add_argument("--max_predictions_per_seq", type=int, default=10)
-    p.add_argument("--vocab_size", type=int, default=128)
-    p.add_argument("--num_patterns", type=int, default=16)
-    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("out_dir", type=Path, help="folder for the shards and vocab.txt")
+    p.add_argument("--num_shards", type=cli.positive_int, default=4, help="files to write")
+    p.add_argument(
+        "--samples_per_shard", type=cli.positive_int, default=256, help="sequences per file"
+    )
+    p.add_argument(
+        "--max_seq_length",
+        type=cli.positive_int,
+        default=64,
+        help="tokens per sequence (at least 5: [CLS] a [SEP] b [SEP])",
+    )
+    p.add_argument(
+        "--max_predictions_per_seq",
+        type=cli.positive_int,
+        default=10,
+        help="masked positions per sequence",
+    )
+    p.add_argument(
+        "--vocab_size",
+        type=cli.positive_int,
+        default=128,
+        help=f"tokens, the 5 special ones included (6 to {MAX_SYNTHETIC_VOCAB})",
+    )
+    p.add_argument(
+        "--num_patterns", type=cli.positive_int, default=16, help="distinct sequences (2 or more)"
+    )
+    p.add_argument("--seed", type=cli.nonnegative_int, default=12345, help="same seed, same files")
     p.add_argument("--no_masks", action="store_true", help="leave masking to --dynamic_masking")
     args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sizes `synthetic_shards` cannot work with, refused before anything is written."""
+    cli.check_args(
+        p,
+        f"--max_seq_length {args.max_seq_length} is too short: a sequence needs at least 5 "
+        "tokens ([CLS] a [SEP] b [SEP])"
+        if args.max_seq_length < 5
+        else None,
+        f"--vocab_size {args.vocab_size} must be between 6 and {MAX_SYNTHETIC_VOCAB} (the 5 "
+        "special tokens and at least one word; ids are stored as int16)"
+        if not 6 <= args.vocab_size <= MAX_SYNTHETIC_VOCAB
+        else None,
+        f"--num_patterns {args.num_patterns} must be at least 2 (random next sentences come "
+        "from another pattern)"
+        if args.num_patterns < 2
+        else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     paths = synthetic_shards(
         args.out_dir,
         num_shards=args.num_shards,

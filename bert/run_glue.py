@@ -35,6 +35,9 @@ from bert.finetune import (
     FinetuneError,
     InferenceResult,
     add_finetune_args,
+    check_setup_values,
+    claim_output_dir,
+    finetune_problems,
     infer,
     load_model,
     open_logger,
@@ -54,23 +57,24 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "glue.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
+    p = cli.ArgumentParser(prog="python -m bert.run_glue", description=__doc__.splitlines()[0])
     g = p.add_argument_group("GLUE")
     g.add_argument(
         "--task_name",
+        type=task_name,
         required=True,
-        help=f"one of {', '.join(t.name for t in glue.TASKS.values())}",
+        help=f"one of {', '.join(t.name for t in glue.TASKS.values())} (any case)",
     )
     g.add_argument("--data_dir", type=Path, default=None, help="folder of the task's TSV files")
     g.add_argument("--do_eval", action="store_true", help="score the dev set(s)")
     g.add_argument("--do_predict", action="store_true", help="label the test set(s)")
-    g.add_argument("--max_seq_length", type=int, default=128, help="WordPiece tokens")
-    g.add_argument("--eval_batch_size", type=int, default=8)
+    g.add_argument("--max_seq_length", type=cli.positive_int, default=128, help="WordPiece tokens")
+    g.add_argument(
+        "--eval_batch_size", type=cli.positive_int, default=8, help="rows per inference batch"
+    )
     add_finetune_args(p)
     # Each task is a section of the set-up file: its recipe, then the set-up's overrides.
-    return parse_with_config(
+    args = parse_with_config(
         p,
         argv,
         DEFAULT_CONFIG,
@@ -78,6 +82,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         name_flag="--setup",
         file_flag="--setup_file",
     )
+    check_flags(p, args)
+    return args
+
+
+def task_name(value: str) -> str:
+    """argparse type: a GLUE task's name, kept as typed."""
+    try:
+        glue.get_task(value)
+    except glue.GlueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Bad set-up values and flag combinations, refused before any file is read. (Whether
+    there is anything to do is checked when the run starts: parsing a task's recipe
+    alone is fine.)"""
+    check_setup_values(p, args)
+    cli.check_args(p, *finetune_problems(args))
 
 
 def classification_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -116,12 +139,14 @@ def run(args: argparse.Namespace) -> int:
         if not train_data.examples:
             raise glue.GlueError(f"{args.data_dir / 'train.tsv'}: no usable training rows")
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    logger = open_logger(args)
-    logger.log("PARAMETER", {**vars(args), "precision": prec.mode, "world_size": env.world_size})
+    cli.set_threads(args.threads, env.local_world_size)
     distributed.seed_everything(args.seed)
     tokenizer, model = load_model(BertForSequenceClassification, args, num_labels=len(task.labels))
     model.to(env.device)
+    claim_output_dir(args, ["eval_results.json", *task.submissions])
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    logger = open_logger(args)
+    logger.log("PARAMETER", {**vars(args), "precision": prec.mode, "world_size": env.world_size})
 
     if train_data is not None:
         tensors = glue.make_tensors(train_data.examples, tokenizer, args.max_seq_length)

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bert.finetune import parameter_groups
+from bert.finetune import check_setup_values, parameter_groups
 from bert.model import BertConfig, BertForPreTraining
 from bert.pretraining_data import (
     MaskingIds,
@@ -69,6 +69,7 @@ from common.checkpoint import (
     Checkpointer,
     CheckpointError,
     ForeignCheckpointError,
+    load_model_weights,
     read_checkpoint,
     restore_state,
     restore_training_state,
@@ -79,7 +80,7 @@ from common.logging import Logger, progress
 from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import Precision
-from common.run_control import RunControl
+from common.run_control import RunControl, stopped_line
 from common.schedules import ScheduledLR
 from common.step import OptimizerStep
 
@@ -101,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "BERT model's JSON, as in NVIDIA's run_pretraining.py"
         )
     p = cli.ArgumentParser(
+        prog="python -m bert.run_pretraining",
         description=__doc__.splitlines()[0],
         allow_abbrev=False,
         epilog="The defaults shown are phase 1's. --setup NAME applies a named set-up of "
@@ -110,8 +112,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     d = p.add_argument_group("data")
     d.add_argument("--input_dir", type=Path, default=None, help="folder of HDF5 shards (required)")
-    d.add_argument("--max_seq_length", type=int, default=128, help="must match the shards")
-    d.add_argument("--max_predictions_per_seq", type=int, default=20, help="at least the shards' P")
+    d.add_argument(
+        "--max_seq_length", type=cli.positive_int, default=128, help="must match the shards"
+    )
+    d.add_argument(
+        "--max_predictions_per_seq",
+        type=cli.positive_int,
+        default=20,
+        help="at least the shards' P",
+    )
     d.add_argument(
         "--dynamic_masking",
         action="store_true",
@@ -122,7 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     m = p.add_argument_group("model")
-    m.add_argument("--bert_model", choices=("base", "large"), default="large")
+    m.add_argument(
+        "--bert_model", choices=("base", "large"), default="large", help="size of a new model"
+    )
     m.add_argument(
         "--config_file",
         "--bert_config_file",
@@ -141,60 +152,121 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t = p.add_argument_group("training")
     t.add_argument("--phase2", action="store_true", help="phase 2: continue from phase 1")
     t.add_argument(
-        "--phase1_end_step", type=int, default=None, help="default: phase 1 checkpoint's step"
+        "--phase1_end_step",
+        type=cli.nonnegative_int,
+        default=None,
+        help="when not given: the phase 1 checkpoint's step",
     )
-    t.add_argument("--train_batch_size", type=int, default=64, help="per process, micro-step")
-    t.add_argument("--gradient_accumulation_steps", type=int, default=128)
-    t.add_argument("--learning_rate", type=float, default=6e-3, help="peak, for the global batch")
-    t.add_argument("--warmup_proportion", type=float, default=0.2843)
-    t.add_argument("--warmup_steps", type=int, default=None, help="overrides --warmup_proportion")
-    t.add_argument("--lr_decay_power", type=float, default=0.5, help="polynomial decay")
     t.add_argument(
-        "--decay_steps", type=int, default=None, help="the rate reaches 0 here (default: max_steps)"
+        "--train_batch_size", type=cli.positive_int, default=64, help="per process, micro-step"
     )
-    t.add_argument("--max_steps", type=int, default=7038, help="optimizer steps of this phase")
     t.add_argument(
-        "--steps_this_run", type=int, default=None, help="stop (resumably) after N steps"
+        "--gradient_accumulation_steps",
+        type=cli.positive_int,
+        default=128,
+        help="micro-steps per optimizer step",
     )
-    t.add_argument("--optimizer", choices=("lamb", "adam"), default="lamb")
-    t.add_argument("--weight_decay", type=float, default=0.01)
-    t.add_argument("--max_grad_norm", type=float, default=1.0)
-    t.add_argument("--seed", type=int, default=12439)
+    t.add_argument(
+        "--learning_rate",
+        type=cli.nonnegative_float,
+        default=6e-3,
+        help="peak, for the global batch; 0 keeps the loaded weights (a check)",
+    )
+    t.add_argument(
+        "--warmup_proportion", type=cli.fraction, default=0.2843, help="share of --max_steps"
+    )
+    t.add_argument(
+        "--warmup_steps",
+        type=cli.nonnegative_int,
+        default=None,
+        help="overrides --warmup_proportion",
+    )
+    t.add_argument(
+        "--lr_decay_power", type=cli.nonnegative_float, default=0.5, help="polynomial decay"
+    )
+    t.add_argument(
+        "--decay_steps",
+        type=cli.positive_int,
+        default=None,
+        help="the rate reaches 0 here; when not given: --max_steps",
+    )
+    t.add_argument(
+        "--max_steps", type=cli.positive_int, default=7038, help="optimizer steps of this phase"
+    )
+    t.add_argument(
+        "--steps_this_run",
+        type=cli.positive_int,
+        default=None,
+        help="stop (resumably) after N steps",
+    )
+    t.add_argument("--optimizer", choices=("lamb", "adam"), default="lamb", help="LAMB or AdamW")
+    t.add_argument("--weight_decay", type=cli.nonnegative_float, default=0.01, help="0: none")
+    t.add_argument(
+        "--max_grad_norm", type=cli.nonnegative_float, default=1.0, help="0: no clipping"
+    )
+    t.add_argument(
+        "--seed", type=cli.nonnegative_int, default=12439, help="weights, data order, masking"
+    )
 
     r = p.add_argument_group("runtime")
     cli.add_precision_flags(r, "tf32 on GPUs from Ampere on, else fp32")
-    r.add_argument("--init_loss_scale", type=float, default=2.0**20, help="fp16")
-    r.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    r.add_argument(
+        "--init_loss_scale", type=cli.positive_float, default=2.0**20, help="fp16's first"
+    )
+    r.add_argument(
+        "--device", type=cli.device_arg, default=None, help="when not given: cuda if any"
+    )
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    cli.add_threads_flag(r)
 
     o = p.add_argument_group("output")
-    o.add_argument("--output_dir", type=Path, default=Path("results/bert_pretraining"))
+    o.add_argument(
+        "--output_dir",
+        type=Path,
+        default=Path("results/bert_pretraining"),
+        help="checkpoints, logs and the pre-trained model go here",
+    )
     o.add_argument(
         "--json-summary",
         dest="json_summary",
         type=Path,
         default=None,
-        help="DLLogger file (default: OUTPUT_DIR/dllogger.json)",
+        help="DLLogger file; when not given: OUTPUT_DIR/dllogger.json",
     )
-    o.add_argument("--log_freq", type=int, default=1, help="log every N steps")
-    o.add_argument("--num_steps_per_checkpoint", type=int, default=200)
-    o.add_argument("--keep_checkpoints", type=int, default=3, help="numbered saves kept")
+    o.add_argument("--log_freq", type=cli.positive_int, default=1, help="log every N steps")
+    o.add_argument(
+        "--num_steps_per_checkpoint",
+        type=cli.nonnegative_int,
+        default=200,
+        help="save every N steps; 0: only at the end and on SIGTERM",
+    )
+    o.add_argument(
+        "--keep_checkpoints", type=cli.positive_int, default=3, help="numbered saves kept"
+    )
     o.add_argument(
         "--resume_from_checkpoint", action="store_true", help="continue OUTPUT_DIR's last save"
     )
+    cli.add_overwrite_flag(o)
     o.add_argument("--skip_checkpoint", action="store_true", help="write no checkpoints")
-    o.add_argument("--disable_progress_bar", action="store_true")
+    o.add_argument("--disable_progress_bar", action="store_true", help="no progress bar")
 
     e = p.add_argument_group("evaluation (at the end of the phase)")
     e.add_argument("--eval_dir", type=Path, default=None, help="HDF5 shards; none: no eval")
-    e.add_argument("--eval_batch_size", type=int, default=8, help="per process")
-    e.add_argument("--max_eval_steps", type=int, default=100, help="batches per process")
+    e.add_argument("--eval_batch_size", type=cli.positive_int, default=8, help="per process")
+    e.add_argument(
+        "--max_eval_steps", type=cli.positive_int, default=100, help="batches per process"
+    )
 
     b = p.add_argument_group("benchmark")
     b.add_argument(
         "--benchmark", action="store_true", help="time steps, report sequences/s, no checkpoints"
     )
-    b.add_argument("--benchmark_warmup_steps", type=int, default=10)
+    b.add_argument(
+        "--benchmark_warmup_steps",
+        type=cli.nonnegative_int,
+        default=10,
+        help="steps left out of the timing",
+    )
 
     args = parse_with_config(
         p,
@@ -204,14 +276,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         name_flag="--setup",
         file_flag="--setup_file",
     )
-    if args.input_dir is None:
-        raise PretrainingError("--input_dir is required (the folder of HDF5 shards)")
-    for name in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "log_freq"):
-        if getattr(args, name) < 1:
-            raise PretrainingError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_flags(p, args)
     if args.benchmark:
         args.skip_checkpoint = True
     return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Bad set-up values and flag combinations, refused before any shard is read."""
+    check_setup_values(p, args)
+    cli.check_args(
+        p,
+        "--input_dir is required: the folder of HDF5 shards" if args.input_dir is None else None,
+        cli.conflict(
+            args,
+            "--resume_from_checkpoint",
+            "--overwrite",
+            "one continues the run, the other deletes it",
+        ),
+    )
+    if args.learning_rate == 0:  # allowed (checking a loaded model), never silent
+        print("warning: --learning_rate 0: the weights will not change", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- model and losses
@@ -312,8 +397,8 @@ def load_weights(model: BertForPreTraining, path: Path) -> dict[str, Any] | None
         except ForeignCheckpointError:
             pass  # a published model: loaded below
         else:
-            restore_training_state(
-                {"model": state["model"]}, model=model, source=f"--init_checkpoint {path}"
+            load_model_weights(
+                model, state["model"], source=f"--init_checkpoint {path}", checkpoint=state
             )
             return state
     if not path.exists():
@@ -551,6 +636,16 @@ def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
     prec = cli.create_precision(args, env.device, init_scale=args.init_loss_scale)
     phase = 2 if args.phase2 else 1
+    cli.set_threads(args.threads, env.local_world_size)
+    checkpointer = Checkpointer(args.output_dir, prefix="ckpt", keep_last=args.keep_checkpoints)
+    if phase == 1 and not args.benchmark:  # phase 2 continues phase 1's folder
+        out = args.output_dir
+        checkpointer.claim(
+            resume=args.resume_from_checkpoint,
+            overwrite=args.overwrite,
+            outputs=[args.json_summary or out / "dllogger.json", out / "pretrained"],
+            resume_flag="--resume_from_checkpoint",
+        )
     config, tokens = build_config(args)
     masking_ids = MaskingIds()
     if args.vocab_file is not None:
@@ -575,7 +670,6 @@ def train(args: argparse.Namespace) -> int:
     distributed.seed_everything(args.seed)  # the same initial weights on every rank
     model = BertForPreTraining(config).to(env.device)
     optimizer = build_optimizer(model, args)
-    checkpointer = Checkpointer(args.output_dir, prefix="ckpt", keep_last=args.keep_checkpoints)
 
     begin = starting_point(args, env, model, optimizer, checkpointer)
     if begin.phase_over:
@@ -720,7 +814,7 @@ def train(args: argparse.Namespace) -> int:
             if step % args.log_freq == 0 or stopping:
                 values = window.line(prec)
                 final_loss = values["loss"]
-                logger.log((batches.position.epoch, phase1_end + step), values)
+                logger.log((batches.position.epoch + 1, phase1_end + step), values)
                 if env.is_main:
                     print(
                         f"step {phase1_end + step} | loss {values['loss']:.4f} | mlm_loss "
@@ -767,11 +861,7 @@ def train(args: argparse.Namespace) -> int:
     if finished and not args.skip_checkpoint and env.is_main:
         export(model, args)
     if stop == "signal" and env.is_main:
-        print(
-            f"stopped by a signal at step {phase1_end + step}; rerun with "
-            "--resume_from_checkpoint to continue",
-            flush=True,
-        )
+        print(stopped_line(phase1_end + step, "--resume_from_checkpoint"), flush=True)
     distributed.cleanup()
     return 0
 

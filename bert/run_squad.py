@@ -35,8 +35,10 @@ import torch.nn.functional as F
 
 from bert import squad
 from bert.finetune import (
-    FinetuneError,
     add_finetune_args,
+    check_setup_values,
+    claim_output_dir,
+    finetune_problems,
     infer,
     load_model,
     open_logger,
@@ -58,9 +60,7 @@ CACHE_FORMAT = 1  # bump when the features change
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
+    p = cli.ArgumentParser(prog="python -m bert.run_squad", description=__doc__.splitlines()[0])
     add_finetune_args(p)
     s = p.add_argument_group("SQuAD")
     s.add_argument("--train_file", type=Path, default=None, help="SQuAD JSON for training")
@@ -69,21 +69,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--do_eval", action="store_true", help="score the predictions (implies predict)")
     s.add_argument("--version_2_with_negative", action="store_true", help="SQuAD v2.0")
     s.add_argument(
-        "--null_score_diff_threshold", type=float, default=0.0, help="v2.0: answer '' above"
+        "--null_score_diff_threshold",
+        type=cli.any_float,
+        default=0.0,
+        help="v2.0: answer '' when the null score exceeds the best span's by more",
     )
-    s.add_argument("--max_seq_length", type=int, default=384, help="WordPiece tokens per window")
-    s.add_argument("--doc_stride", type=int, default=128, help="tokens between window starts")
-    s.add_argument("--max_query_length", type=int, default=64, help="question tokens kept")
-    s.add_argument("--predict_batch_size", type=int, default=8)
-    s.add_argument("--n_best_size", type=int, default=20, help="answers in the n-best lists")
-    s.add_argument("--max_answer_length", type=int, default=30, help="tokens")
+    s.add_argument(
+        "--max_seq_length",
+        type=cli.positive_int,
+        default=384,
+        help="WordPiece tokens per window (at least --max_query_length + 4)",
+    )
+    s.add_argument(
+        "--doc_stride", type=cli.positive_int, default=128, help="tokens between window starts"
+    )
+    s.add_argument(
+        "--max_query_length", type=cli.positive_int, default=64, help="question tokens kept"
+    )
+    s.add_argument(
+        "--predict_batch_size", type=cli.positive_int, default=8, help="windows per inference batch"
+    )
+    s.add_argument(
+        "--n_best_size", type=cli.positive_int, default=20, help="answers in the n-best lists"
+    )
+    s.add_argument(
+        "--max_answer_length", type=cli.positive_int, default=30, help="longest answer in tokens"
+    )
     s.add_argument("--skip_cache", action="store_true", help="neither read nor write the cache")
-    s.add_argument("--cache_dir", type=Path, default=None, help="default: the train file's folder")
+    s.add_argument(
+        "--cache_dir", type=Path, default=None, help="when not given: the train file's folder"
+    )
     args = parse_with_config(
         p, argv, DEFAULT_CONFIG, "squad", name_flag="--setup", file_flag="--setup_file"
     )
+    check_flags(p, args)
     args.do_predict = args.do_predict or args.do_eval
     return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Bad set-up values and flag combinations, refused before any file is read."""
+    check_setup_values(p, args)
+    predicting = "--do_eval" if args.do_eval else "--do_predict"
+    # a window holds [CLS] question [SEP] context [SEP], with one context token at least
+    room = args.max_query_length + 4
+    cli.check_args(
+        p,
+        None
+        if args.do_train or args.do_predict or args.do_eval
+        else "nothing to do: give --do_train and/or --do_predict (or --do_eval)",
+        "--do_train needs --train_file" if args.do_train and args.train_file is None else None,
+        f"{predicting} needs --predict_file"
+        if (args.do_predict or args.do_eval) and args.predict_file is None
+        else None,
+        f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
+        f"--max_query_length {args.max_query_length} and 3 special tokens: give "
+        f"--max_seq_length {room} or more, or a smaller --max_query_length"
+        if args.max_seq_length < room
+        else None,
+        *finetune_problems(args),
+    )
 
 
 def squad_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -98,19 +143,6 @@ def qa_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     """[B, S, 2]: start and end logits."""
     start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     return torch.stack([start, end], dim=-1)
-
-
-def check_args(args: argparse.Namespace) -> None:
-    if not (args.do_train or args.do_predict):
-        raise FinetuneError("nothing to do: give --do_train and/or --do_predict (or --do_eval)")
-    for flag, needed, path in (
-        ("--train_file", args.do_train, args.train_file),
-        ("--predict_file", args.do_predict, args.predict_file),
-    ):
-        if needed and path is None:
-            raise FinetuneError(f"{flag} is required")
-    if args.doc_stride < 1:
-        raise FinetuneError(f"--doc_stride must be positive, not {args.doc_stride}")
 
 
 # -------------------------------------------------------------------------------- features
@@ -180,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_args(args)
     env = distributed.init_distributed(args.device)
     prec = cli.create_precision(args, env.device)
     version_2 = args.version_2_with_negative
@@ -200,12 +231,14 @@ def run(args: argparse.Namespace) -> int:
         if summary and env.is_main:
             print(summary, flush=True)
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    logger = open_logger(args)
-    logger.log("PARAMETER", {**vars(args), "precision": prec.mode, "world_size": env.world_size})
+    cli.set_threads(args.threads, env.local_world_size)
     distributed.seed_everything(args.seed)
     tokenizer, model = load_model(BertForQuestionAnswering, args)
     model.to(env.device)
+    claim_output_dir(args, ["predictions.json", "nbest_predictions.json", "null_odds.json"])
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    logger = open_logger(args)
+    logger.log("PARAMETER", {**vars(args), "precision": prec.mode, "world_size": env.world_size})
 
     if train_data is not None:
         tensors = training_tensors(args, tokenizer, train_data, env)

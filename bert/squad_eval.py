@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from common import cli
 from common.errors import UserError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -315,18 +316,47 @@ def format_result(result: dict[str, float], version: str) -> str:
     return json.dumps(result) if version == "1.1" else json.dumps(result, indent=2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.ArgumentParser(
+        prog="python -m bert.squad_eval",
         description="Exact match and F1 of SQuAD v1.1 / v2.0 predictions.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("data_file", help="SQuAD-format JSON with the gold answers")
     p.add_argument("pred_file", help="JSON object: question id -> predicted answer text")
-    p.add_argument("--version", choices=("1.1", "2.0"), default=None, help="default: the file's")
-    p.add_argument("--na-prob-file", "-n", default=None, help="v2.0: question id -> P(no answer)")
-    p.add_argument("--na-prob-thresh", "-t", type=float, default=1.0, help="v2.0: no answer above")
+    p.add_argument(
+        "--version", choices=("1.1", "2.0"), default=None, help="when not given: the file's"
+    )
+    p.add_argument(
+        "--na-prob-file",
+        "-n",
+        default=None,
+        help="v2.0: question id -> P(no answer), or run_squad's null_odds.json",
+    )
+    p.add_argument(
+        "--na-prob-thresh",
+        "-t",
+        type=cli.any_float,
+        default=1.0,
+        help="v2.0: no answer above (any number: null odds may be negative)",
+    )
     p.add_argument("--out-file", "-o", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags that v1.1 scoring would ignore, refused before any file is read."""
+    cli.check_args(
+        p,
+        "--version 1.1 conflicts with --na-prob-file: v1.1 has no unanswerable questions"
+        if args.version == "1.1" and args.na_prob_file
+        else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         dataset = load_dataset(args.data_file)
         version = args.version or dataset_version(dataset)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bert.tiny import build_vocab, save_tiny_bert
+from common import cli
 from common.atomic import atomic_write
 
 FIRST_NAMES = [
@@ -309,19 +310,59 @@ def write_toy_squad(
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.ArgumentParser(prog="python -m bert.toy_squad", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--out_dir",
+        type=Path,
+        default=Path("data/toy_squad"),
+        help="folder for the JSON files, vocab.txt, tiny_bert/ and README",
     )
-    p.add_argument("--out_dir", type=Path, default=Path("data/toy_squad"))
-    p.add_argument("--train", type=int, default=3000, help="training questions")
-    p.add_argument("--dev", type=int, default=300, help="dev questions")
-    p.add_argument("--version", choices=("1.1", "2.0"), default="1.1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocab_size", type=int, default=600, help="rarer words are cut into pieces")
-    p.add_argument("--dropout", type=float, default=0.1, help="of the tiny model")
-    p.add_argument("--people_per_paragraph", type=int, default=1, help="2+: a harder task")
+    p.add_argument("--train", type=cli.positive_int, default=3000, help="training questions")
+    p.add_argument("--dev", type=cli.positive_int, default=300, help="dev questions")
+    p.add_argument(
+        "--version",
+        choices=("1.1", "2.0"),
+        default="1.1",
+        help="SQuAD format; 2.0 adds unanswerable questions",
+    )
+    p.add_argument(
+        "--seed", type=cli.nonnegative_int, default=0, help="same seed, same data and model"
+    )
+    p.add_argument(
+        "--vocab_size",
+        type=cli.positive_int,
+        default=600,
+        help="vocabulary size (special tokens and single characters always included); rarer "
+        "words are cut into pieces",
+    )
+    p.add_argument("--dropout", type=cli.probability, default=0.1, help="dropout of the tiny model")
+    p.add_argument(
+        "--people_per_paragraph",
+        type=cli.positive_int,
+        default=1,
+        help="people each paragraph tells of; 2+: a harder task",
+    )
     args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what `generate` cannot make, before anything is written."""
+    surnames = {head + tail for head in SURNAME_HEADS for tail in SURNAME_TAILS}
+    most = len(FIRST_NAMES) * len(surnames) - 1  # one more name for a stranger
+    cli.check_args(
+        p,
+        f"--people_per_paragraph {args.people_per_paragraph} exceeds the {most} distinct "
+        "names the generator has"
+        if args.people_per_paragraph > most
+        else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     paths = write_toy_squad(
         args.out_dir,
         args.train,

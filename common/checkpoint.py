@@ -53,6 +53,10 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, foreign or does not fit the model."""
 
 
+class RunFolderError(CheckpointError):
+    """A new run was pointed at a folder that holds another run."""
+
+
 class ForeignCheckpointError(CheckpointError):
     """A readable torch file that is not a checkpoint of this project (a published model,
     say), which some callers load another way."""
@@ -93,6 +97,22 @@ def _unpickling_reason(exc: Exception) -> str:
     return match.group(1) if match else str(exc).strip().splitlines()[-1]
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def folder_hint(folder: Path) -> str:
+    """ ": the checkpoints in it are a.pt, b.pt" for a folder given where a checkpoint file
+    was expected (the `_last` and `_best` ones first), or "" when it holds none."""
+    found = sorted(
+        (p.name for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()),
+        key=lambda name: ("_last" not in name and "_best" not in name, name),
+    )
+    if not found:
+        return " (it holds no .pt/.pth/.bin file)"
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return f"; the checkpoints in it: {', '.join(found[:5])}{more}"
+
+
 def read_torch_file(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
@@ -107,6 +127,8 @@ def read_torch_file(
     foreign one. `require_archive=False` also accepts torch's legacy (non-zip) format,
     as older published checkpoints use."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{folder_hint(path)}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
@@ -350,10 +372,7 @@ def restore_state(
         if saved is _ABSENT or saved is None:
             raise CheckpointError(f"{source} holds no {name} state to resume from")
         if isinstance(part, torch.nn.Module):
-            try:
-                distributed.unwrap(part).load_state_dict(strip_prefixes(saved), strict=strict)
-            except RuntimeError as exc:
-                raise CheckpointError(f"{source} does not fit the model: {exc}") from exc
+            load_model_weights(part, saved, strict=strict, source=source, checkpoint=checkpoint)
         else:
             _load_part(part, saved, f"{source}: {name}")
     rngs = checkpoint.get("rng") or []
@@ -367,6 +386,76 @@ def restore_state(
 
 
 _ABSENT = object()
+
+
+def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
+    """Which recipe wrote one of our checkpoints (GNMT, Transformer-XL, BERT, BERT
+    fine-tuning), from the parts and values it holds; None when it cannot tell."""
+    if checkpoint.get("format") != FORMAT:
+        return None
+    extra = checkpoint.get("extra") or {}
+    config = extra.get("model_config") or {}
+    if "tokenizer" in checkpoint or "tokenizer" in extra:
+        return "GNMT"
+    if "n_layer" in config or "mems" in (per_rank_state(checkpoint) or {}):
+        return "Transformer-XL"
+    if "phase" in checkpoint or "bert_config" in extra:
+        return "BERT pre-training"
+    if "settings" in checkpoint and "features" in checkpoint["settings"]:
+        return "BERT fine-tuning"
+    return None
+
+
+def other_model(checkpoint: dict[str, Any]) -> str:
+    """ "a GNMT checkpoint", or "a checkpoint of another model" when the kind is unknown."""
+    kind = checkpoint_kind(checkpoint)
+    return f"a {kind} checkpoint" if kind else "a checkpoint of another model"
+
+
+def _examples(keys: Any, n: int = 2) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def load_model_weights(
+    model: torch.nn.Module,
+    weights: dict[str, Any],
+    *,
+    strict: bool = True,
+    source: str = "checkpoint",
+    checkpoint: dict[str, Any] | None = None,
+) -> None:
+    """Load a state dict into `model` (its wrappers' prefixes stripped on both sides); a
+    misfit is one line: how many weights are missing, unexpected or of another shape,
+    with examples, and which model the checkpoint is when `checkpoint` tells."""
+    target = distributed.unwrap(model)
+    weights = strip_prefixes(weights)
+    own = target.state_dict()
+    missing = own.keys() - weights.keys() if strict else set()
+    unexpected = weights.keys() - own.keys() if strict else set()
+    reshaped = {
+        k
+        for k in own.keys() & weights.keys()
+        if hasattr(weights[k], "shape") and tuple(weights[k].shape) != tuple(own[k].shape)
+    }
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights missing ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+    if reshaped:
+        k = sorted(reshaped)[0]
+        shapes = f"{k}: {list(weights[k].shape)} saved, {list(own[k].shape)} here"
+        problems.append(f"{len(reshaped)} of another shape ({shapes})")
+    if problems:
+        kind = checkpoint_kind(checkpoint) if checkpoint is not None else None
+        what = f" (it is a {kind} checkpoint)" if kind else ""
+        raise CheckpointError(f"{source} does not fit the model{what}: {'; '.join(problems)}")
+    try:
+        target.load_state_dict(weights, strict=strict)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{source} does not fit the model: {detail}") from exc
 
 
 def _load_part(part: Stateful, saved: Any, where: str) -> None:
@@ -479,6 +568,46 @@ class Checkpointer:
         for old in self.step_files()[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return path
+
+    def run_files(self) -> list[Path]:
+        """This checkpointer's files in its folder: numbered saves, `_last`, `_best`."""
+        ends = [path for path in (self.last_path, self.best_path) if path.is_file()]
+        return self.step_files() + ends
+
+    def claim(
+        self,
+        *,
+        resume: bool,
+        overwrite: bool,
+        outputs: Sequence[str | os.PathLike] = (),
+        resume_flag: str = "--resume",
+        folder: str | os.PathLike | None = None,
+    ) -> None:
+        """Make sure a new run does not mix with another one in the same folder: a folder
+        holding a run (checkpoints, or any of `outputs`: logs, exports) is refused unless
+        it is resumed, or, with `overwrite`, cleared first (checkpoints and `outputs`).
+        `folder` is the run's folder as the user named it (default: the checkpoints').
+        Collective: call on every rank, before anything is written."""
+        if resume:
+            return
+        found = self.run_files() + [Path(o) for o in outputs if Path(o).exists()]
+        distributed.barrier()  # every rank has looked before the main rank writes a log
+        if not found:
+            return
+        if not overwrite:
+            names = ", ".join(sorted({path.name for path in found})[:4])
+            raise RunFolderError(
+                f"{folder or self.directory} holds another run ({names}): continue it with "
+                f"{resume_flag}, pass a new folder, or add --overwrite to start over "
+                "(deletes its checkpoints and logs)"
+            )
+        if self.is_main:
+            for path in found:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        distributed.barrier()
 
     def latest(self) -> Path | None:
         """The file to resume from: `_last`, else the newest step file, else None."""

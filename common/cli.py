@@ -11,6 +11,7 @@ exit status 2, as argparse does; the full usage stays behind --help.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -33,6 +34,116 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (--help lists the flags)", file=sys.stderr)
         sys.exit(2)
+
+
+# --- checked numbers: argparse types ----------------------------------------------------
+# A bad value ends the run before any work: `error: argument --train_batch_size: must be a
+# positive integer, got '-2'`. Each type's name says what it accepts.
+
+
+def _number(value: str, kind: type, what: str, ok: Callable[[Any], bool]) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}") from None
+    if kind is float and number != number:  # nan
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
+    if not ok(number):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
+    return number
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1 (sizes, counts, intervals)."""
+    return _number(value, int, "a positive integer", lambda n: n >= 1)
+
+
+def nonnegative_int(value: str) -> int:
+    """argparse type: an integer >= 0 (0 usually means "off" or "none")."""
+    return _number(value, int, "an integer >= 0", lambda n: n >= 0)
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, epsilons)."""
+    return _number(value, float, "a number > 0", lambda x: 0 < x < float("inf"))
+
+
+def nonnegative_float(value: str) -> float:
+    """argparse type: a finite number >= 0 (weight decay, clipping norms, 0: off)."""
+    return _number(value, float, "a number >= 0", lambda x: 0 <= x < float("inf"))
+
+
+def probability(value: str) -> float:
+    """argparse type: a number in [0, 1) (dropout, label smoothing, masking rates)."""
+    return _number(value, float, "a number in [0, 1)", lambda x: 0 <= x < 1)
+
+
+def fraction(value: str) -> float:
+    """argparse type: a number in [0, 1] (warm-up proportions, shares of a dataset)."""
+    return _number(value, float, "a number in [0, 1]", lambda x: 0 <= x <= 1)
+
+
+def any_float(value: str) -> float:
+    """argparse type: a finite number (a target that may be negative)."""
+    return _number(value, float, "a finite number", lambda x: abs(x) < float("inf"))
+
+
+def check_args(parser: argparse.ArgumentParser, *problems: str | None) -> None:
+    """End the run with the first problem found among flag combinations (each a message
+    naming the flags as typed, or None when fine), as argparse does for one flag."""
+    for problem in problems:
+        if problem:
+            parser.error(problem)
+
+
+def conflict(args: argparse.Namespace, a: str, b: str, why: str = "") -> str | None:
+    """A message when both flags `a` and `b` (names as typed) are set, else None."""
+    set_a, set_b = (_is_set(args, flag) for flag in (a, b))
+    if set_a and set_b:
+        return f"{a} conflicts with {b}{': ' + why if why else ''}: give one of them"
+    return None
+
+
+def _is_set(args: argparse.Namespace, flag: str) -> bool:
+    value = getattr(args, flag.lstrip("-").replace("-", "_"))
+    return value is not None and value is not False
+
+
+# --- run folders and threads -------------------------------------------------------------
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    """--overwrite: start over in a folder that holds a run (see `claim_run_folder`)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a folder that holds one: its checkpoints and logs are "
+        "deleted first (without it such a folder is refused unless resumed)",
+    )
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """--threads: CPU threads of each process (see `set_threads`)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads per process; when not given: the CPU cores this process may "
+        "use, divided among the processes of this node",
+    )
+
+
+def set_threads(threads: int | None, local_processes: int = 1) -> int:
+    """Set torch's intra-op threads: `threads`, or the cores this process may use shared
+    among `local_processes` (at least 1). Returns the number set."""
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        threads = max(cores // max(local_processes, 1), 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def device_arg(value: str) -> str:
@@ -121,14 +232,19 @@ def create_precision(
 def run_main(work: Callable[[], int | None]) -> int:
     """An entry point's exit status for `work()`: a user mistake (`UserError`) or an OS
     error (a full disk, an unreadable file) is printed as one line `error: ...` and gives
-    1; a bug keeps its traceback. On any error the process group is released without
-    waiting for the other ranks, which may be elsewhere."""
+    1; a second Ctrl-C gives 130 without a traceback; a bug keeps its traceback. On any
+    error the process group is released without waiting for the other ranks, which may
+    be elsewhere."""
     try:
         code = work()
     except (UserError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         distributed.abort()
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once, no traceback
+        print("interrupted: the last checkpoint saved is kept", file=sys.stderr, flush=True)
+        distributed.abort()
+        return 130
     except BaseException:
         distributed.abort()
         raise

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,14 @@ def parse_with_config(
     parser.add_argument(
         file_flag, default=default_file, help="YAML file of named set-ups ('' for none)"
     )
-    known, _ = parser.parse_known_args(argv)
+    # The first pass only finds the set-up: --help waits for the second, so that it shows
+    # the set-up's values as the defaults.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    try:
+        known = _first_pass(parser, [a for a in argv if a not in ("-h", "--help")], wants_help)
+    except _NoSetup:  # --help without what picks the set-up: the code's defaults
+        return parser.parse_args(argv)
     name = getattr(known, name_flag.lstrip("-").replace("-", "_"))
     config_file = getattr(known, file_flag.lstrip("-").replace("-", "_"))
     if config_file:
@@ -91,5 +99,42 @@ def parse_with_config(
             raise ConfigError(
                 f"{config_file}: config {name!r} sets unknown options: {', '.join(unknown)}"
             )
-        parser.set_defaults(**values)
+        parser.set_defaults(**in_repository(parser, values))
     return parser.parse_args(argv)
+
+
+class _NoSetup(Exception):
+    pass
+
+
+def _first_pass(
+    parser: argparse.ArgumentParser, argv: list[str], quiet: bool
+) -> argparse.Namespace:
+    """The flags known so far; with `quiet` (--help asked) an error such as a missing
+    required flag is no error yet."""
+    if not quiet:
+        return parser.parse_known_args(argv)[0]
+
+    def no_setup(message: str):
+        raise _NoSetup(message)
+
+    error, parser.error = parser.error, no_setup
+    try:
+        return parser.parse_known_args(argv)[0]
+    finally:
+        parser.error = error
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def in_repository(parser: argparse.ArgumentParser, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with each relative path of a path option (`type=Path`) made absolute
+    against the repository, where the set-ups' paths point (bert/configs/...,
+    data/download/...): a run started from another folder finds the same files."""
+    path_dests = {action.dest for action in parser._actions if action.type is Path}
+    out = dict(values)
+    for dest, value in values.items():
+        if dest in path_dests and isinstance(value, str) and value and not os.path.isabs(value):
+            out[dest] = str(REPOSITORY / value)
+    return out

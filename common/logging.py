@@ -284,6 +284,62 @@ class _NoBar:
         pass
 
 
+class _LineProgress(_NoBar):
+    """Progress for a log file: every `interval` seconds, and at the end of work that
+    took that long, one line `desc: done/total (pct) | rate unit/s | time left` on
+    stderr; no bar redraws."""
+
+    def __init__(
+        self, iterable: Iterable | None, total: float | None, desc: str | None,
+        unit: str = "it", interval: float = 30.0, initial: float = 0, **_: Any,
+    ) -> None:  # fmt: skip
+        self.iterable, self.desc, self.unit = iterable, desc or "progress", unit.strip()
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.n, self.interval = total, initial, interval
+        self._start = self._last = time.monotonic()
+        self._initial = initial
+        self._said_at: float | None = None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._say(now)
+
+    def close(self) -> None:
+        """The last line, when the work was long enough to have a line at all."""
+        now = time.monotonic()
+        long_enough = self._said_at is not None or now - self._start >= self.interval
+        if long_enough and self._said_at != self.n:
+            self._say(now)
+
+    def _say(self, now: float) -> None:
+        self._said_at = self.n
+        elapsed = max(now - self._start, 1e-9)
+        rate = (self.n - self._initial) / elapsed
+        done = f"{self.n:g}"
+        left = ""
+        if self.total:
+            done += f"/{self.total:g} ({100 * self.n / self.total:.1f}%)"
+            if rate > 0 and self.n < self.total:
+                left = f" | {datetime.timedelta(seconds=round((self.total - self.n) / rate))} left"
+        print(f"{self.desc}: {done} | {rate:.1f} {self.unit}/s{left}", file=sys.stderr, flush=True)
+
+
+PROGRESS_INTERVAL_ENV = "LM_RECIPES_PROGRESS_SECONDS"  # seconds between log-file lines
+
+
 def progress(
     iterable: Iterable | None = None,
     *,
@@ -292,13 +348,17 @@ def progress(
     enabled: bool = True,
     **kwargs: Any,
 ) -> Any:
-    """A tqdm bar over `iterable` (or a manual one of `total`) when enabled, on rank 0,
-    and stderr is a terminal. Otherwise `iterable` itself, or an object whose update(),
-    set_postfix() and close() do nothing: batch jobs' log files get no bar noise."""
-    is_tty = getattr(sys.stderr, "isatty", lambda: False)()
-    if enabled and is_tty and _default_rank() == 0:
+    """Progress of long work on rank 0: a tqdm bar over `iterable` (or a manual one of
+    `total`) when stderr is a terminal; otherwise, as in a batch job's log file, a line
+    with the rate, done/total and the time left every 30 s ($LM_RECIPES_PROGRESS_SECONDS)
+    and at the end. With `enabled=False`, or on other ranks: `iterable` itself, or an
+    object whose update(), set_postfix() and close() do nothing."""
+    if not enabled or _default_rank() != 0:
+        return iterable if iterable is not None else _NoBar()
+    if getattr(sys.stderr, "isatty", lambda: False)():
         return tqdm(iterable, total=total, desc=desc, **kwargs)
-    return iterable if iterable is not None else _NoBar()
+    interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, "30"))
+    return _LineProgress(iterable, total, desc, interval=interval, **kwargs)
 
 
 def read_dllogger(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ The names every recipe logs (docs/TOOLKIT.md):
                    optimised (what backward() saw, summed over micro-batches)
     lr             the learning rate of the window's last step
     grad_norm      mean L2 norm of all gradients before clipping, at true scale
-    loss_scale     fp16 loss scale after the last step (1 without loss scaling)
-    skipped_steps  steps skipped by fp16 loss scaling since the run began
+    loss_scale     fp16 loss scale after the last step (fp16 only)
+    skipped_steps  steps skipped by fp16 loss scaling since the run began (fp16 only)
     <unit>/s       items (tokens or sequences) per second over all ranks
     step_ms        wall-clock milliseconds per step
     peak_mem_gib   this rank's peak GPU memory since the last line (GPU only)
@@ -123,7 +123,7 @@ class MetricsWindow:
         values["lr"] = self.lr
         values[f"{self.unit}/s"] = totals[-1] / seconds
         values["step_ms"] = 1000.0 * seconds / self.steps
-        if precision is not None:
+        if getattr(precision, "scaler", None) is not None:  # fp16's fields, in fp16 only
             values["loss_scale"] = precision.loss_scale
             values["skipped_steps"] = precision.skipped_steps
         if self.device is not None and self.device.type == "cuda":

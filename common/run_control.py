@@ -115,3 +115,8 @@ class RunControl:
         if due and self.last_saved != step:
             self.save()
         return self.reason is not None
+
+
+def stopped_line(step: int, resume_flag: str = "--resume") -> str:
+    """What every trainer prints when a signal (SIGTERM, SIGUSR1, Ctrl-C) stopped it."""
+    return f"stopped at step {step}; continue with {resume_flag}"

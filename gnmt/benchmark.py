@@ -119,34 +119,106 @@ def bench_inference(
     }
 
 
+MODES = ("train", "infer")
+
+
+def modes_arg(value: str) -> str:
+    """argparse type for --mode: comma-separated parts from MODES (kept as typed)."""
+    parts = value.split(",")
+    if not all(part in MODES for part in parts):
+        raise argparse.ArgumentTypeError(f"must be train, infer or train,infer, got {value!r}")
+    return value
+
+
+def sizes_arg(value: str) -> str:
+    """argparse type: comma-separated positive integers (kept as typed: main splits it)."""
+    try:
+        for part in value.split(","):
+            cli.positive_int(part)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers, got {value!r}"
+        ) from None
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    p = cli.ArgumentParser(prog="python -m gnmt.benchmark", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--device",
+        type=cli.device_arg,
+        default=None,
+        help="torch device (cpu, cuda, cuda:1); when not given: cuda if there is one",
+    )
     p.add_argument(
         "--math", type=cli.precisions_arg, default="fp32,bf16", help="comma-separated precisions"
     )
-    p.add_argument("--mode", default="train,infer", help="train, infer or both")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument(
+        "--mode", type=modes_arg, default="train,infer", help="train, infer or train,infer"
+    )
+    p.add_argument(
+        "--threads",
+        type=cli.positive_int,
+        default=None,
+        help="CPU threads; when not given: torch's default",
+    )
     m = p.add_argument_group("model (the recipe's by default)")
-    m.add_argument("--vocab-size", type=int, default=32320)
-    m.add_argument("--hidden-size", type=int, default=1024)
-    m.add_argument("--num-layers", type=int, default=4)
+    m.add_argument("--vocab-size", type=cli.positive_int, default=32320, help="vocabulary size")
+    m.add_argument(
+        "--hidden-size", type=cli.positive_int, default=1024, help="LSTM and embedding size"
+    )
+    m.add_argument(
+        "--num-layers",
+        type=cli.positive_int,
+        default=4,
+        help="LSTM layers of the encoder and of the decoder (at least 2)",
+    )
     t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=int, default=128, help="sentence pairs per step")
-    t.add_argument("--min-len", type=int, default=10, help="tokens, BOS/EOS included")
-    t.add_argument("--max-len", type=int, default=50, help="tokens, BOS/EOS included")
-    t.add_argument("--warmup", type=int, default=2, help="untimed steps")
-    t.add_argument("--steps", type=int, default=5, help="timed steps")
+    t.add_argument(
+        "--batch-size", type=cli.positive_int, default=128, help="sentence pairs per step"
+    )
+    t.add_argument(
+        "--min-len", type=cli.positive_int, default=10, help="tokens, BOS/EOS included (>= 2)"
+    )
+    t.add_argument("--max-len", type=cli.positive_int, default=50, help="tokens, BOS/EOS included")
+    t.add_argument("--warmup", type=cli.nonnegative_int, default=2, help="untimed steps")
+    t.add_argument("--steps", type=cli.positive_int, default=5, help="timed steps")
     i = p.add_argument_group("inference")
-    i.add_argument("--infer-batch-size", default="1,32", help="comma-separated")
-    i.add_argument("--beam-size", default="1,5", help="comma-separated")
-    i.add_argument("--decode-len", type=int, default=30, help="generated tokens per sentence")
-    i.add_argument("--infer-warmup", type=int, default=1, help="untimed batches")
-    i.add_argument("--infer-batches", type=int, default=5, help="timed batches")
+    i.add_argument(
+        "--infer-batch-size", type=sizes_arg, default="1,32", help="comma-separated batch sizes"
+    )
+    i.add_argument("--beam-size", type=sizes_arg, default="1,5", help="comma-separated widths")
+    i.add_argument(
+        "--decode-len",
+        type=cli.positive_int,
+        default=30,
+        help="generated tokens per sentence",
+    )
+    i.add_argument("--infer-warmup", type=cli.nonnegative_int, default=1, help="untimed batches")
+    i.add_argument("--infer-batches", type=cli.positive_int, default=5, help="timed batches")
     o = p.add_argument_group("output")
     o.add_argument("--json", type=Path, default=None, help="write all results here")
-    o.add_argument("--log-file", type=Path, default=None, help="DLLogger lines")
-    return p.parse_args(argv)
+    o.add_argument("--log-file", type=Path, default=None, help="write DLLogger lines here")
+    args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, refused before any model is built."""
+    cli.check_args(
+        p,
+        f"--num-layers must be at least 2, got {args.num_layers}" if args.num_layers < 2 else None,
+        f"--vocab-size must be above {FIRST_WORD} (the special tokens), got {args.vocab_size}"
+        if args.vocab_size <= FIRST_WORD
+        else None,
+        f"--min-len must be at least 2 (BOS and EOS), got {args.min_len}"
+        if args.min_len < 2
+        else None,
+        f"--min-len {args.min_len} exceeds --max-len {args.max_len}"
+        if args.min_len > args.max_len
+        else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,14 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import FORMAT, CheckpointError, read_torch_dict, strip_prefixes
+from common.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    folder_hint,
+    other_model,
+    read_torch_dict,
+    strip_prefixes,
+)
 from gnmt.model import GNMT, GNMTConfig
 from gnmt.tokenizer import Tokenizer, TokenizerError
 
@@ -63,6 +70,8 @@ def load_model(
 ) -> tuple[GNMT, Tokenizer]:
     """(model in eval mode, tokenizer) from our checkpoint or NVIDIA's PyTorch GNMT one."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{folder_hint(path)}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     state = read_torch_dict(
@@ -77,7 +86,7 @@ def load_model(
         extra = state.get("extra") or {}
         tokenizer_state = state.get("tokenizer") or extra.get("tokenizer")  # version 1: extra
         if "model_config" not in extra or tokenizer_state is None:
-            raise CheckpointError(f"{path} is a checkpoint of another model, not GNMT")
+            raise CheckpointError(f"{path} is {other_model(state)}, not a GNMT one")
         cfg = dict(extra["model_config"])
         from_state = Tokenizer.from_state_dict
         weights = state["model"]

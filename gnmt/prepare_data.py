@@ -387,6 +387,7 @@ def prepare(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(
+        prog="python -m gnmt.prepare_data",
         description=__doc__.splitlines()[0],
     )
     required = {"required": True, "default": argparse.SUPPRESS, "metavar": "PREFIX"}
@@ -394,18 +395,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dev", type=Path, nargs="+", help="raw dev sets, joined into one", **required)
     p.add_argument("--dev-name", default="newstest_dev", help="output name of the dev set")
     p.add_argument("--test", type=Path, help="raw test set", **required)
-    p.add_argument("--test-name", default=None, help="output name; None: basename of --test")
-    p.add_argument("--out-dir", type=Path, required=True, default=argparse.SUPPRESS)
+    p.add_argument(
+        "--test-name",
+        default=None,
+        help="output name of the test set; when not given: the last part of --test",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        default=argparse.SUPPRESS,
+        help="folder of the outputs (made if missing)",
+    )
     p.add_argument("--src", default="en", help="source language suffix")
     p.add_argument("--tgt", default="de", help="target language suffix")
-    p.add_argument("--merges", type=int, default=32000, help="BPE merge operations")
-    p.add_argument("--min-len", type=int, default=1, help="cleaning: min words per side")
-    p.add_argument("--max-len", type=int, default=80, help="cleaning: max words per side")
-    p.add_argument("--max-ratio", type=float, default=9.0, help="cleaning: max word ratio")
+    p.add_argument("--merges", type=cli.positive_int, default=32000, help="BPE merge operations")
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count(), help="processes; default os.cpu_count()"
+        "--min-len", type=cli.nonnegative_int, default=1, help="cleaning: min words per side"
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--max-len", type=cli.positive_int, default=80, help="cleaning: max words per side"
+    )
+    p.add_argument(
+        "--max-ratio", type=cli.positive_float, default=9.0, help="cleaning: max word ratio"
+    )
+    p.add_argument(
+        "--workers",
+        type=cli.positive_int,
+        default=os.cpu_count(),
+        help="worker processes (default: %(default)s, this machine's CPU count)",
+    )
+    args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, refused before any file is read."""
+    test_name = args.test_name or args.test.name
+    names = {"train": "train", "--dev-name": args.dev_name, "--test-name": test_name}
+    clash = len(set(names.values())) < len(names)
+    cli.check_args(
+        p,
+        f"--min-len {args.min_len} exceeds --max-len {args.max_len}"
+        if args.min_len > args.max_len
+        else None,
+        f"--dev-name {args.dev_name!r}, --test-name {test_name!r} and the training split "
+        "'train' need distinct names"
+        if clash
+        else None,
+        f"--src and --tgt are both {args.src!r}" if args.src == args.tgt else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ writes train.{en,de}, dev.{en,de}, test.{en,de} (raw, detokenized text) and READ
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 from pathlib import Path
@@ -163,16 +164,41 @@ def generate(out_dir: Path, train: int, dev: int, test: int, seed: int = 1) -> N
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.ArgumentParser(prog="python -m gnmt.toy_data", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("data/toy_en_de"),
+        help="folder for {train,dev,test}.{en,de} and README (made if missing)",
     )
-    p.add_argument("--out-dir", type=Path, default=Path("data/toy_en_de"))
-    p.add_argument("--train", type=int, default=20000)
-    p.add_argument("--dev", type=int, default=200)
-    p.add_argument("--test", type=int, default=300)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--train", type=cli.positive_int, default=20000, help="sentence pairs in train.{en,de}"
+    )
+    p.add_argument(
+        "--dev", type=cli.positive_int, default=200, help="sentence pairs in dev.{en,de}"
+    )
+    p.add_argument(
+        "--test", type=cli.positive_int, default=300, help="sentence pairs in test.{en,de}"
+    )
+    p.add_argument(
+        "--seed", type=cli.nonnegative_int, default=1, help="random seed: equal seeds, equal files"
+    )
     args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, refused before any file is written."""
+    cli.check_args(
+        p,
+        f"--out-dir {args.out_dir} is a file, not a folder" if args.out_dir.is_file() else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     generate(args.out_dir, args.train, args.dev, args.test, args.seed)
     print(f"wrote generated pairs to {args.out_dir}")
     return 0

@@ -23,10 +23,11 @@ import torch
 
 from common import cli, distributed
 from common.checkpoint import Checkpointer, DataPosition, RunSettings
+from common.config import ConfigError
 from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.precision import Precision
-from common.run_control import RunControl
+from common.run_control import RunControl, stopped_line
 from common.schedules import build_gnmt_scheduler
 from common.step import OptimizerStep
 from gnmt import data
@@ -37,78 +38,266 @@ from gnmt.translate import translate_ids
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m gnmt.train", description=__doc__.splitlines()[0])
     d = p.add_argument_group("dataset")
-    d.add_argument("--dataset-dir", type=Path, default=Path("data/wmt16_de_en"))
-    d.add_argument("--src-lang", default="en")
-    d.add_argument("--tgt-lang", default="de")
-    d.add_argument("--vocab", default="vocab.bpe.32000", help="file in --dataset-dir")
-    d.add_argument("--bpe-codes", default="bpe.32000", help="file in --dataset-dir")
-    d.add_argument("--train-src", default="train.tok.clean.bpe.32000.en")
-    d.add_argument("--train-tgt", default="train.tok.clean.bpe.32000.de")
-    d.add_argument("--test-src", default="newstest2014.tok.bpe.32000.en")
-    d.add_argument("--test-tgt", default="newstest2014.de", help="raw reference for BLEU")
-    d.add_argument("--train-max-length", type=int, default=50, help="max tokens (BOS/EOS incl.)")
-    d.add_argument("--train-min-length", type=int, default=0)
-    d.add_argument("--max-length-test", type=int, default=150, help="max generated tokens")
-    d.add_argument("--num-buckets", type=int, default=5, help="length buckets for batching")
+    d.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=Path("data/wmt16_de_en"),
+        help="folder of the prepared data (gnmt.prepare_data's outputs)",
+    )
+    d.add_argument("--src-lang", default="en", help="source language (tokenizer rules)")
+    d.add_argument("--tgt-lang", default="de", help="target language (tokenizer rules)")
+    d.add_argument("--vocab", default="vocab.bpe.32000", help="vocabulary file in --dataset-dir")
+    d.add_argument("--bpe-codes", default="bpe.32000", help="BPE codes file in --dataset-dir")
+    d.add_argument(
+        "--train-src", default="train.tok.clean.bpe.32000.en", help="BPE'd training source"
+    )
+    d.add_argument(
+        "--train-tgt", default="train.tok.clean.bpe.32000.de", help="BPE'd training target"
+    )
+    d.add_argument("--test-src", default="newstest2014.tok.bpe.32000.en", help="BPE'd test source")
+    d.add_argument("--test-tgt", default="newstest2014.de", help="raw test reference for BLEU")
+    d.add_argument(
+        "--train-max-length",
+        type=cli.positive_int,
+        default=50,
+        help="drop training pairs with a side longer than this (tokens, BOS/EOS included)",
+    )
+    d.add_argument(
+        "--train-min-length",
+        type=cli.nonnegative_int,
+        default=0,
+        help="drop training pairs with a side shorter than this (tokens, BOS/EOS included)",
+    )
+    d.add_argument(
+        "--max-length-test",
+        type=cli.positive_int,
+        default=150,
+        help="most tokens generated per test sentence",
+    )
+    d.add_argument(
+        "--num-buckets", type=cli.positive_int, default=5, help="length buckets for batching"
+    )
 
     m = p.add_argument_group("model")
-    m.add_argument("--hidden-size", type=int, default=1024)
-    m.add_argument("--num-layers", type=int, default=4)
-    m.add_argument("--dropout", type=float, default=0.2)
-    m.add_argument("--no-share-embedding", dest="share_embedding", action="store_false")
+    m.add_argument(
+        "--hidden-size", type=cli.positive_int, default=1024, help="LSTM and embedding size"
+    )
+    m.add_argument(
+        "--num-layers",
+        type=cli.positive_int,
+        default=4,
+        help="LSTM layers of the encoder and of the decoder (at least 2)",
+    )
+    m.add_argument("--dropout", type=cli.probability, default=0.2, help="dropout probability")
+    p.set_defaults(share_embedding=True, eval=True)  # for the two --no-* flags below
+    m.add_argument(
+        "--no-share-embedding",
+        dest="share_embedding",
+        action="store_false",
+        default=argparse.SUPPRESS,  # the default is said in the help
+        help="separate encoder and decoder embeddings (shared unless this is given)",
+    )
     m.add_argument(
         "--init-decoder-from-encoder",
         action="store_true",
-        help="start the decoder from the encoder's final states (default: zeros)",
+        help="start the decoder from the encoder's final states instead of zeros",
     )
-    m.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
+    m.add_argument("--smoothing", type=cli.probability, default=0.1, help="label smoothing")
 
     t = p.add_argument_group("training")
     cli.add_precision_flags(t, "fp16 on a GPU, fp32 on the CPU")
-    t.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
-    t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--epochs", type=int, default=6)
+    t.add_argument(
+        "--device",
+        type=cli.device_arg,
+        default=None,
+        help="torch device (cpu, cuda, cuda:1); when not given: cuda if there is one",
+    )
+    cli.add_threads_flag(t)
+    t.add_argument("--seed", type=cli.nonnegative_int, default=1, help="random seed")
+    t.add_argument(
+        "--epochs",
+        type=cli.positive_int,
+        default=6,
+        help="passes over the training data (the LR schedule spans them all)",
+    )
     t.add_argument(
         "--max-steps",
-        type=int,
+        type=cli.positive_int,
         default=None,
-        help="stop after this many steps (the LR schedule still spans --epochs, so a "
-        "stopped run continues exactly with --resume)",
+        help="stop after this many steps; when not given: after --epochs (the LR schedule "
+        "still spans --epochs, so a stopped run continues exactly with --resume)",
     )
-    t.add_argument("--train-batch-size", type=int, default=128, help="sentences per GPU")
+    t.add_argument(
+        "--train-batch-size",
+        type=cli.positive_int,
+        default=128,
+        help="sentence pairs per GPU (per process) and micro-batch",
+    )
     t.add_argument(
         "--train-global-batch-size",
-        type=int,
+        type=cli.positive_int,
         default=None,
-        help="sentences per step over all GPUs (gradient accumulation fills it)",
+        help="sentence pairs per step over all GPUs, a multiple of --train-batch-size x "
+        "processes (gradient accumulation fills it); when not given: one micro-batch each",
     )
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--grad-clip", type=float, default=5.0)
-    t.add_argument("--warmup-steps", type=float, default=200, help="int steps or a fraction")
-    t.add_argument("--remain-steps", type=float, default=0.666, help="int steps or a fraction")
-    t.add_argument("--decay-interval", type=float, default=None, help="int steps or a fraction")
-    t.add_argument("--decay-steps", type=int, default=4)
-    t.add_argument("--decay-factor", type=float, default=0.5)
-    t.add_argument("--target-bleu", type=float, default=None, help="stop once reached")
+    t.add_argument("--lr", type=cli.positive_float, default=2e-3, help="peak learning rate")
+    t.add_argument(
+        "--grad-clip",
+        type=cli.nonnegative_float,
+        default=5.0,
+        help="clip the gradient norm to this; 0: no clipping",
+    )
+    t.add_argument(
+        "--warmup-steps",
+        type=steps_or_fraction,
+        default=200,
+        help="learning-rate warm-up: whole steps, or a fraction (< 1) of all steps",
+    )
+    t.add_argument(
+        "--remain-steps",
+        type=steps_or_fraction,
+        default=0.666,
+        help="step where the decay starts: whole steps, or a fraction (< 1) of all steps",
+    )
+    t.add_argument(
+        "--decay-interval",
+        type=positive_steps_or_fraction,
+        default=None,
+        help="steps between decays: whole steps, or a fraction (< 1) of all steps; when "
+        "not given: the steps after --remain-steps divided by --decay-steps",
+    )
+    t.add_argument(
+        "--decay-steps", type=cli.positive_int, default=4, help="how many times the LR decays"
+    )
+    t.add_argument(
+        "--decay-factor",
+        type=cli.positive_float,
+        default=0.5,
+        help="the LR is multiplied by this at each decay",
+    )
+    t.add_argument(
+        "--target-bleu",
+        type=cli.nonnegative_float,
+        default=None,
+        help="stop once the test BLEU reaches this; when not given: run all --epochs",
+    )
 
     e = p.add_argument_group("evaluation")
-    e.add_argument("--no-eval", dest="eval", action="store_false", help="skip test BLEU")
-    e.add_argument("--test-batch-size", type=int, default=128)
-    e.add_argument("--beam-size", type=int, default=5)
-    e.add_argument("--len-norm-factor", type=float, default=0.6)
-    e.add_argument("--len-norm-const", type=float, default=5.0)
-    e.add_argument("--cov-penalty-factor", type=float, default=0.1)
+    e.add_argument(
+        "--no-eval",
+        dest="eval",
+        action="store_false",
+        default=argparse.SUPPRESS,  # the default is said in the help
+        help="evaluation (test BLEU after each epoch) is on by default; this turns it off",
+    )
+    e.add_argument(
+        "--test-batch-size",
+        type=cli.positive_int,
+        default=128,
+        help="sentences per beam-search batch",
+    )
+    e.add_argument("--beam-size", type=cli.positive_int, default=5, help="beam width")
+    e.add_argument(
+        "--len-norm-factor",
+        type=cli.nonnegative_float,
+        default=0.6,
+        help="length normalization exponent (alpha); 0: none",
+    )
+    e.add_argument(
+        "--len-norm-const",
+        type=cli.nonnegative_float,
+        default=5.0,
+        help="length normalization constant (c)",
+    )
+    e.add_argument(
+        "--cov-penalty-factor",
+        type=cli.nonnegative_float,
+        default=0.1,
+        help="coverage penalty weight (beta); 0: none",
+    )
 
     c = p.add_argument_group("checkpoints and logs")
-    c.add_argument("--save-dir", type=Path, default=Path("results/gnmt"))
-    c.add_argument("--save-freq", type=int, default=2000, help="checkpoint every N steps")
-    c.add_argument("--keep-checkpoints", type=int, default=3, help="numbered saves kept")
-    c.add_argument("--resume", action="store_true", help="continue from model_last.pth")
-    c.add_argument("--print-freq", type=int, default=10)
-    c.add_argument("--log-file", type=Path, default=None, help="default SAVE_DIR/log.json")
-    return p.parse_args(argv)
+    c.add_argument(
+        "--save-dir",
+        type=Path,
+        default=Path("results/gnmt"),
+        help="folder of the checkpoints and the log",
+    )
+    c.add_argument(
+        "--save-freq",
+        type=cli.nonnegative_int,
+        default=2000,
+        help="checkpoint every N steps; 0: only at the end of each epoch",
+    )
+    c.add_argument(
+        "--keep-checkpoints",
+        type=cli.positive_int,
+        default=3,
+        help="numbered checkpoints kept (older ones are deleted)",
+    )
+    c.add_argument("--resume", action="store_true", help="continue from SAVE_DIR/model_last.pth")
+    cli.add_overwrite_flag(c)
+    c.add_argument("--print-freq", type=cli.positive_int, default=10, help="log every N steps")
+    c.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="DLLogger JSON lines; when not given: SAVE_DIR/log.json",
+    )
+    args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def _steps_or_fraction(value: str, zero_ok: bool) -> float:
+    low = "[0, 1)" if zero_ok else "(0, 1)"
+    what = f"a fraction of all steps in {low} or a whole number of steps"
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}") from None
+    # as_steps() reads values >= 1 as counts: refuse 2.5 rather than cut it to 2
+    ok = (0 <= number < 1 and (zero_ok or number > 0)) or (
+        1 <= number < float("inf") and number.is_integer()
+    )
+    if not ok:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
+    return number
+
+
+def steps_or_fraction(value: str) -> float:
+    """argparse type: a fraction of all steps in [0, 1), or a whole number of steps."""
+    return _steps_or_fraction(value, zero_ok=True)
+
+
+def positive_steps_or_fraction(value: str) -> float:
+    """argparse type: as `steps_or_fraction`, without 0."""
+    return _steps_or_fraction(value, zero_ok=False)
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, refused before any data is read."""
+    batch, global_batch = args.train_batch_size, args.train_global_batch_size
+    cli.check_args(
+        p,
+        "--no-eval conflicts with --target-bleu (the target is checked by the evaluation "
+        "that --no-eval turns off): give one of them"
+        if not args.eval and args.target_bleu is not None
+        else None,
+        cli.conflict(
+            args, "--resume", "--overwrite", "one continues the run, the other deletes it"
+        ),
+        f"--num-layers must be at least 2, got {args.num_layers}" if args.num_layers < 2 else None,
+        f"--train-min-length {args.train_min_length} exceeds --train-max-length "
+        f"{args.train_max_length}"
+        if args.train_min_length > args.train_max_length
+        else None,
+        f"--train-global-batch-size {global_batch} must be a multiple of --train-batch-size {batch}"
+        if global_batch is not None and global_batch % batch
+        else None,
+    )
 
 
 def as_steps(value: float | None) -> float | int | None:
@@ -158,10 +347,13 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
     prec = cli.create_precision(args, env.device, gpu="fp16")
+    cli.set_threads(args.threads, env.local_world_size)
+    checkpointer = Checkpointer(
+        args.save_dir, prefix="model", suffix=".pth", keep_last=args.keep_checkpoints
+    )
+    log_file = args.log_file or args.save_dir / "log.json"
+    checkpointer.claim(resume=args.resume, overwrite=args.overwrite, outputs=[log_file])
     distributed.seed_everything(args.seed)
-    args.save_dir.mkdir(parents=True, exist_ok=True)
-    logger = Logger(args.log_file or args.save_dir / "log.json")
-    logger.log("PARAMETER", {**vars(args), "math": prec.mode, "world_size": env.world_size})
 
     ds = args.dataset_dir
     tokenizer = Tokenizer.from_files(
@@ -182,7 +374,7 @@ def train(args: argparse.Namespace) -> int:
     global_batch = args.train_global_batch_size or args.train_batch_size * env.world_size
     accumulation = global_batch // (args.train_batch_size * env.world_size)
     if accumulation < 1 or global_batch % (args.train_batch_size * env.world_size):
-        raise SystemExit(
+        raise ConfigError(
             f"--train-global-batch-size {global_batch} must be a multiple of "
             f"--train-batch-size x processes = {args.train_batch_size * env.world_size}"
         )
@@ -190,10 +382,17 @@ def train(args: argparse.Namespace) -> int:
         train, args.train_batch_size, env.world_size, args.num_buckets
     )
     if batches_in_epoch < accumulation:
-        raise SystemExit(f"{ds / args.train_src}: too few sentence pairs for one global batch")
+        raise ConfigError(
+            f"{ds / args.train_src}: too few sentence pairs for one global batch "
+            "(--train-global-batch-size, --train-batch-size)"
+        )
     steps_per_epoch = batches_in_epoch // accumulation
     total_steps = steps_per_epoch * args.epochs
 
+    # Inputs are good: from here on the run writes (a failed start leaves no log).
+    args.save_dir.mkdir(parents=True, exist_ok=True)
+    logger = Logger(log_file)
+    logger.log("PARAMETER", {**vars(args), "math": prec.mode, "world_size": env.world_size})
     model = GNMT(
         tokenizer.vocab_size,
         args.hidden_size,
@@ -217,9 +416,6 @@ def train(args: argparse.Namespace) -> int:
     ddp_model = distributed.wrap_ddp(model, env)
     distributed.seed_everything(args.seed, env.rank)  # per-rank dropout
 
-    checkpointer = Checkpointer(
-        args.save_dir, prefix="model", suffix=".pth", keep_last=args.keep_checkpoints
-    )
     position = DataPosition()  # the epoch, and the next batch (micro-batch) in it
     settings = RunSettings(  # what exact resume depends on: a change is refused
         **{
@@ -289,12 +485,12 @@ def train(args: argparse.Namespace) -> int:
                 if step % args.print_freq == 0:
                     values = window.line(prec)
                     values["ppl"] = math.exp(min(values["nll/tok"], 50))
-                    logger.log((position.epoch, step), values)
+                    logger.log((position.epoch + 1, step), values)  # epochs count from 1
                 if run.after_step(step):
                     break
 
             if run.reason == "signal":
-                print(f"stopped at step {step}; continue with --resume", flush=True)
+                print(stopped_line(step), flush=True)
                 break
             epoch_time = time.perf_counter() - epoch_start
             totals = distributed.all_reduce_sum([epoch_tokens, epoch_sents]).tolist()

@@ -201,18 +201,40 @@ def prepare_wmt16(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--data-dir", type=Path, default=Path("data/wmt16_de_en"), help="output")
+    p = cli.ArgumentParser(prog="python -m gnmt.wmt16", description=__doc__.splitlines()[0])
     p.add_argument(
-        "--base-url", default=None, help="mirror replacing http://(data.)statmt.org in every URL"
+        "--data-dir",
+        type=Path,
+        default=Path("data/wmt16_de_en"),
+        help="folder of the downloads and of all outputs",
     )
-    p.add_argument("--merges", type=int, default=32000, help="BPE merge operations")
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count(), help="processes; default os.cpu_count()"
+        "--base-url",
+        default=None,
+        help="mirror (http, https or file URL) replacing http://(data.)statmt.org in every URL",
     )
-    return p.parse_args(argv)
+    p.add_argument("--merges", type=cli.positive_int, default=32000, help="BPE merge operations")
+    p.add_argument(
+        "--workers",
+        type=cli.positive_int,
+        default=os.cpu_count(),
+        help="worker processes (default: %(default)s, this machine's CPU count)",
+    )
+    args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags that cannot work, refused before anything is downloaded."""
+    url = args.base_url
+    cli.check_args(
+        p,
+        f"--base-url must be an http://, https:// or file:// URL, got {url!r}"
+        if url is not None and not url.lower().startswith(("http://", "https://", "file://"))
+        else None,
+        f"--data-dir {args.data_dir} is a file, not a folder" if args.data_dir.is_file() else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

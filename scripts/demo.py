@@ -10,6 +10,7 @@ and prints one summary line; outputs go to --out-dir.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -310,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     for name in args.only or PARTS:
         out = args.out_dir / name
-        out.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():  # the demo's own earlier outputs: each run starts afresh
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
         start = time.perf_counter()
         summary = PARTS[name](out)
         print(f"{name:>10}: {summary}  ({time.perf_counter() - start:.0f} s)", flush=True)

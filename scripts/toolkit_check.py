@@ -27,39 +27,55 @@ from common.logging import Logger
 from common.metrics import MetricsWindow
 from common.optim import LAMB
 from common.precision import Precision
-from common.run_control import RunControl
+from common.run_control import RunControl, stopped_line
 from common.schedules import DECAYS, build_scheduler
 from common.step import OptimizerStep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        prog="python -m scripts.toolkit_check", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--steps", type=int, default=40, help="optimizer steps in all")
-    p.add_argument("--batch-size", type=int, default=32, help="per-process micro-batch")
-    p.add_argument("--accumulation", type=int, default=2, help="micro-batches per step")
+    p.add_argument("--steps", type=cli.positive_int, default=40, help="optimizer steps in all")
+    p.add_argument(
+        "--batch-size", type=cli.positive_int, default=32, help="per-process micro-batch"
+    )
+    p.add_argument(
+        "--accumulation", type=cli.positive_int, default=2, help="micro-batches per step"
+    )
     cli.add_precision_flags(p, "tf32 on GPUs from Ampere on, else fp32")
     p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
-    p.add_argument("--lr", type=float, default=2e-2)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-steps", type=int, default=5)
-    p.add_argument("--decay", choices=DECAYS, default="cosine")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--train-size", type=int, default=4096, help="generated training samples")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--save-dir", type=Path, default=Path("results/toolkit_check"))
-    p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
-    p.add_argument("--keep-last", type=int, default=3, help="numbered checkpoints kept")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--lr", type=cli.positive_float, default=2e-2, help="peak learning rate")
+    p.add_argument("--weight-decay", type=cli.nonnegative_float, default=0.01, help="LAMB's")
+    p.add_argument("--warmup-steps", type=cli.nonnegative_int, default=5, help="linear warm-up")
+    p.add_argument("--decay", choices=DECAYS, default="cosine", help="learning-rate decay")
+    p.add_argument("--hidden", type=cli.positive_int, default=64, help="hidden layer width")
+    p.add_argument("--dropout", type=cli.probability, default=0.1, help="dropout rate")
     p.add_argument(
-        "--stop-at", type=int, default=None, help="save and exit after this step (resume later)"
+        "--train-size", type=cli.positive_int, default=4096, help="generated training samples"
     )
-    p.add_argument("--print-freq", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1, help="data order, weights and dropout")
+    p.add_argument(
+        "--save-dir", type=Path, default=Path("results/toolkit_check"), help="checkpoints and log"
+    )
+    p.add_argument(
+        "--save-every", type=cli.positive_int, default=10, help="checkpoint every N steps"
+    )
+    p.add_argument(
+        "--keep-last", type=cli.positive_int, default=3, help="numbered checkpoints kept"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    cli.add_overwrite_flag(p)
+    p.add_argument(
+        "--stop-at", type=cli.positive_int, default=None,
+        help="save and exit after this step (resume later)",
+    )  # fmt: skip
+    p.add_argument("--print-freq", type=cli.positive_int, default=10, help="steps per log line")
     p.add_argument("--log-file", type=Path, default=None, help="default: SAVE_DIR/log.json")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    cli.check_args(p, cli.conflict(args, "--resume", "--overwrite"))
+    return args
 
 
 class Classifier(nn.Module):
@@ -137,12 +153,24 @@ def run(args: argparse.Namespace) -> int:
     env = distributed.init_distributed(args.device)
     distributed.seed_everything(args.seed)  # identical initial weights on every rank
     prec = cli.create_precision(args, env.device)
+    checkpointer = Checkpointer(args.save_dir, keep_last=args.keep_last)
+    log_file = args.log_file or args.save_dir / "log.json"
+    outputs = [log_file, args.save_dir / "tb"]
+    checkpointer.claim(resume=args.resume, overwrite=args.overwrite, outputs=outputs)
     args.save_dir.mkdir(parents=True, exist_ok=True)
     logger = Logger(
-        args.log_file or args.save_dir / "log.json",
+        log_file,
         tensorboard_dir=str(args.save_dir / "tb") if args.tensorboard else None,
     )
-    logger.log("PARAMETER", {**vars(args), "world_size": env.world_size, "launcher": env.launcher})
+    logger.log(
+        "PARAMETER",
+        {
+            **vars(args),
+            "precision": prec.mode,
+            "world_size": env.world_size,
+            "launcher": env.launcher,
+        },
+    )
 
     train_x, train_y, val_x, val_y = (
         t.to(env.device) for t in make_data(args.train_size, 1024, args.seed)
@@ -156,7 +184,6 @@ def run(args: argparse.Namespace) -> int:
     model = distributed.wrap_ddp(model, env)
     distributed.seed_everything(args.seed, env.rank)  # per-rank dropout noise
 
-    checkpointer = Checkpointer(args.save_dir, keep_last=args.keep_last)
     position = DataPosition()
     states = {
         "model": model,
@@ -213,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 logger.log(step, window.line(prec))
             run.after_step(step)
         if run.reason == "signal" or step == args.stop_at:
-            print(f"stopped at step {step}; continue with --resume", flush=True)
+            print(stopped_line(step), flush=True)
 
     if step == args.steps:
         val_loss, val_acc = evaluate(model, val_x, val_y, prec)

@@ -10,6 +10,7 @@ import yaml
 from bert import glue, run_glue
 from bert.tiny import build_vocab
 from bert.tokenization import FullTokenizer
+from common.config import REPOSITORY
 from tests.bert_finetune_fixtures import glue_flags, separable_task, write_tsv
 
 # ------------------------------------------------------------------------------ metrics
@@ -167,10 +168,10 @@ def test_help_lists_the_flags(capsys):
 def test_each_task_has_its_recipe_and_named_setups():
     mrpc = run_glue.parse_args(["--task_name", "MRPC", "--setup", "dgxa100_8gpu_fp16"])
     assert (mrpc.train_batch_size, mrpc.learning_rate, mrpc.math) == (16, 2.4e-5, "fp16")
-    assert (mrpc.num_train_epochs, mrpc.max_seq_length, str(mrpc.data_dir)) == (
+    assert (mrpc.num_train_epochs, mrpc.max_seq_length, mrpc.data_dir) == (
         3.0,
         128,
-        "data/download/MRPC",
+        REPOSITORY / "data" / "download" / "MRPC",  # a set-up's paths are the repository's
     )
     cola = run_glue.parse_args(["--task_name", "cola", "--setup", "dgx1_1gpu_fp32"])
     assert (cola.train_batch_size, cola.learning_rate, cola.math) == (32, 2e-5, "fp32")

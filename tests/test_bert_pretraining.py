@@ -660,7 +660,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data, tmp_path):
             break
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output
-    assert "stopped by a signal" in output
+    assert "; continue with --resume_from_checkpoint" in output
     step = read_checkpoint(out / "ckpt_last.pt")["step"]
     assert 3 <= step < 100000
     assert not (out / "pretrained").exists()

@@ -428,8 +428,10 @@ def test_vocabulary_that_does_not_fit_the_checkpoint_stops_before_training(toy, 
     flags = squad_flags(toy, tmp_path / "out", "--do_train", "--train_file", str(toy["train"]))
     assert run_squad.main([*flags, "--vocab_file", str(vocab)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: vocabulary {vocab} has 6 tokens but checkpoint")
-    assert not (tmp_path / "out" / "checkpoints").exists()
+    # the model folder has its own vocab.txt: another one is refused before anything else
+    assert err.startswith(f"error: --vocab_file {vocab} is not the vocabulary of the model in")
+    assert "(line 5 differs)" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_prediction_answers_every_question_and_writes_the_files(toy, tmp_path, capsys):
@@ -465,9 +467,10 @@ def test_training_features_are_cached_per_data_vocabulary_and_options(toy, tmp_p
     ]
     assert run_squad.main(flags) == 0
     assert "cached training features in" in capsys.readouterr().out
-    assert run_squad.main([*flags, "--doc_stride", "32"]) == 0  # other features: a new file
+    again = [*flags, "--overwrite"]  # a new run in the same folder
+    assert run_squad.main([*again, "--doc_stride", "32"]) == 0  # other features: a new file
     assert "cached training features in" in capsys.readouterr().out
-    assert run_squad.main(flags) == 0  # read back
+    assert run_squad.main(again) == 0  # read back
     assert "cached training features" not in capsys.readouterr().out
     assert len(list(cache.glob("train-v1.1.json.*.features.pt"))) == 2
 

@@ -19,6 +19,7 @@ from common.checkpoint import (
     CheckpointError,
     DataPosition,
     PerRank,
+    RunFolderError,
     capture_training_state,
     read_checkpoint,
     restore_state,
@@ -353,3 +354,22 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
     assert stopped["step"] % 5 == 0 and stopped["step"] > 5
     assert set(re.findall(r"stopped at step (\d+);", out)) == {str(stopped["step"])}
     assert len(stopped["rng"]) == 2  # both ranks took part in the save
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep_last=2, is_main=True)
+    ckpt.claim(resume=False, overwrite=False, outputs=[tmp_path / "log.json"])  # empty: fine
+    ckpt.save(4, {"model": torch.nn.Linear(3, 2)}, is_best=True)
+    (tmp_path / "log.json").write_text("old run\n")
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "notes.txt").write_text("the user's own file\n")
+    outputs = [tmp_path / "log.json", tmp_path / "tb"]
+    with pytest.raises(RunFolderError) as refused:
+        ckpt.claim(resume=False, overwrite=False, outputs=outputs)
+    message = str(refused.value)
+    assert str(tmp_path) in message and "checkpoint_last.pt" in message
+    assert "--resume" in message and "--overwrite" in message and "\n" not in message
+    ckpt.claim(resume=True, overwrite=False, outputs=outputs)  # resuming it: nothing goes
+    assert ckpt.latest() is not None and (tmp_path / "log.json").is_file()
+    ckpt.claim(resume=False, overwrite=True, outputs=outputs)  # starting over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

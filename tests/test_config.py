@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, load_named_config, parse_with_config
+from common.config import REPOSITORY, ConfigError, load_named_config, parse_with_config
 
 CONFIG = """
 train: {lr: 0.01, batch_size: 256, precision: fp32}
@@ -84,3 +84,44 @@ def test_shipped_transformer_xl_configs_load(name):
         train = load_named_config(path, config, "train")
         assert train["dataset"] == "wt103" and train["max_step"] > 0
     assert load_named_config(path, "dgxa100_1gpu_tf32", "eval")["math"] == "tf32"
+
+
+def test_paths_in_a_setup_are_found_from_any_folder(tmp_path, monkeypatch):
+    setups = tmp_path / "setups.yaml"
+    setups.write_text(
+        "train: {model_config: bert/configs/bert_tiny_config.json, name: run}\n"
+        "configs: {default: {}, abs: {train: {model_config: /data/x.json}}}\n"
+    )
+
+    def parse(argv):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--model_config", type=Path, default=None)
+        parser.add_argument("--name", default=None)
+        return parse_with_config(parser, argv, str(setups), "train")
+
+    monkeypatch.chdir(tmp_path)  # not the repository
+    args = parse([])
+    assert args.model_config == REPOSITORY / "bert" / "configs" / "bert_tiny_config.json"
+    assert args.model_config.is_file() and args.name == "run"  # not a path option: kept
+    assert parse(["--config", "abs"]).model_config == Path("/data/x.json")
+    typed = parse(["--model_config", "mine.json"])
+    assert typed.model_config == Path("mine.json")  # the command line stays the user's
+
+
+def test_help_shows_the_setups_values_as_defaults(tmp_path, capsys):
+    setups = tmp_path / "setups.yaml"
+    setups.write_text("train: {lr: 0.5}\nconfigs: {default: {}, fast: {train: {lr: 2.0}}}\n")
+
+    def help_of(argv, required=False):
+        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser.add_argument("--lr", type=float, default=0.1, help="learning rate")
+        parser.add_argument("--task", required=required, help="picks the section")
+        with pytest.raises(SystemExit) as done:
+            parse_with_config(parser, [*argv, "--help"], str(setups), "train")
+        assert done.value.code == 0
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "learning rate (default: 0.5)" in help_of([])
+    assert "learning rate (default: 2.0)" in help_of(["--config", "fast"])
+    # what picks the section is missing: the help still shows, with the code's defaults
+    assert "learning rate (default: 0.1)" in help_of([], required=True)

@@ -238,9 +238,13 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(recipe, sm
     assert read_checkpoint(out / r.last)["step"] >= 2
 
 
-def test_sigterm_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(recipe, tmp_path):
-    """What SLURM sends before pre-emption or the time limit: the step finishes, a
-    checkpoint is written, the process exits with 0; run again, it continues exactly."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(
+    recipe, signum, tmp_path
+):
+    """SIGTERM is what SLURM sends before pre-emption or the time limit; Ctrl-C (SIGINT)
+    is treated alike: the step finishes, a checkpoint is written, the process exits with
+    0 and says how to continue; run again, it continues exactly."""
     r, data = recipe
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     # Checkpoints only at the end or on the signal: the one SIGTERM writes is the one used.
@@ -253,10 +257,12 @@ def test_sigterm_saves_exits_cleanly_and_the_rerun_ends_as_if_uninterrupted(reci
         line = proc.stdout.readline().decode()
         assert line, "".join(lines)
         lines.append(line)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out = "".join(lines) + proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
-    assert "received SIGTERM" in out
+    assert f"received {signal.Signals(signum).name}" in out
+    assert "; continue with --resume" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
     step = read_checkpoint(stopped / r.last)["step"]
     assert 0 < step < 60, out
     assert launch(["-m", r.module, *r.args(data, stopped, 1000, 60)],

@@ -171,6 +171,9 @@ def test_missing_training_file_is_a_one_line_error(dataset, tmp_path, capsys):
     assert train.main(args) == 1
     err = capsys.readouterr().err
     assert "nowhere.en: no such file" in err and "Traceback" not in err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # a failed start leaves no log
+    args[args.index("--train-src") + 1] = f"train.tok.clean.bpe.{MERGES}.en"
+    assert train.main([*args, "--max-steps", "1"]) == 0  # so the corrected run may start
 
 
 def run_train(args, env=None, **kw):
@@ -226,3 +229,20 @@ def test_sigkill_then_resume_gives_identical_weights(dataset, tmp_path):
     assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
     assert train.main(flags(dataset, killed, *common, "--resume")) == 0
     assert_same_weights(weights(straight / "model_last.pth"), weights(killed / "model_last.pth"))
+
+
+def test_a_new_run_in_a_folder_holding_one_is_refused_unless_started_over(
+    dataset, tmp_path, capsys
+):
+    common = ["--max-steps", "2", "--no-eval", "--keep-checkpoints", "1"]
+    assert train.main(flags(dataset, tmp_path, *common)) == 0
+    before = weights(tmp_path / "model_last.pth")
+    assert train.main(flags(dataset, tmp_path, *common, "--seed", "7")) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path} holds another run" in err and "model_last.pth" in err
+    assert_same_weights(before, weights(tmp_path / "model_last.pth"))  # untouched
+    assert train.main(flags(dataset, tmp_path, *common, "--seed", "7", "--overwrite")) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["log.json", "model_last.pth", "model_step00000002.pth"]  # no old best
+    params = [r for r in read_dllogger(tmp_path / "log.json") if r["step"] == "PARAMETER"]
+    assert len(params) == 1 and params[0]["data"]["seed"] == 7  # the old log went too

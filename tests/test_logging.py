@@ -4,6 +4,7 @@ import datetime
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -254,14 +255,23 @@ class FakeTTY(io.StringIO):
         return True
 
 
-def test_progress_is_plain_without_a_terminal():
+def test_progress_without_a_terminal_writes_periodic_lines_for_a_log_file(monkeypatch, capsys):
     items = [1, 2, 3]
-    assert progress(items) is items  # pytest's captured stderr is no terminal
-    bar = progress(total=3, desc="eval")
-    with bar:
-        bar.update(1)
+    assert list(progress(items)) == items  # pytest's captured stderr is no terminal
+    assert capsys.readouterr().err == ""  # quick work: no line at all
+    assert progress(items, enabled=False) is items
+    clock = iter(range(0, 1000, 10))  # each reading of the clock is 10 s later
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    monkeypatch.setenv("LM_RECIPES_PROGRESS_SECONDS", "25")
+    with progress(total=8, desc="encoding", unit="lines") as bar:  # starts at t=0
+        for _ in range(4):
+            bar.update(2)  # t=10, 20, 30 (a line), 40
         bar.set_postfix(loss=1.0)
-    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "encoding: 6/8 (75.0%) | 0.2 lines/s | 0:00:10 left",
+        "encoding: 8/8 (100.0%) | 0.2 lines/s",
+    ]
 
 
 def test_progress_shows_a_bar_on_a_terminal_of_rank_0(monkeypatch):

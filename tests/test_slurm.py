@@ -107,7 +107,7 @@ def test_preempted_job_saves_and_the_resubmitted_job_continues(cluster, tmp_path
     subprocess.run(["scancel", "--signal", "TERM", job_id], env=cluster.env, check=True)
     deadline = time.time() + 120
     assert cluster.wait(job_id) == 0, first_out.read_text()
-    assert "stopped by a signal" in first_out.read_text()
+    assert "; continue with --resume" in first_out.read_text()
     stopped_at = read_checkpoint(work / "checkpoint_last.pt")["step"]
     assert stopped_at >= 20
     logged = [int(m) for m in re.findall(r"step +(\d+) \|", first_out.read_text())]

@@ -78,7 +78,7 @@ def test_the_window_averages_over_steps_and_counts_items_per_second():
     assert values["loss"] == 3.0 and values["grad_norm"] == 1.5 and values["lr"] == 0.2
     assert values["nll"] == pytest.approx(90.0 / 20.0)
     assert values["tokens/s"] == pytest.approx(200 / (values["step_ms"] * 2 / 1000))
-    assert values["loss_scale"] == 1.0 and values["skipped_steps"] == 0
+    assert "loss_scale" not in values and "skipped_steps" not in values  # fp16's only
     assert window.steps == 0  # a fresh window
     with pytest.raises(RuntimeError, match="no step"):
         window.line()

@@ -3,6 +3,7 @@ checkpoints, exact resume (memories included), DDP, evaluation options."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def test_missing_corpus_is_a_one_line_error(tmp_path, capsys):
     assert train.main(flags(tmp_path / "nowhere", tmp_path / "w")) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "nowhere" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()  # a failed start leaves no empty log behind
 
 
 def test_unknown_config_is_a_one_line_error(corpus, tmp_path, capsys):
@@ -304,3 +306,59 @@ def test_a_compiled_model_that_scores_otherwise_than_the_eager_one_is_refused():
     for wrong in (eager - 2.6, torch.full((4, 2), float("nan"))):
         with pytest.raises(txl_data.DataError, match="--type compile: .*use --type pytorch"):
             Runner.check_parity(wrong, eager)
+
+
+def test_eval_reports_unknown_tokens_and_warns_when_the_text_is_foreign(
+    corpus, trained, tmp_path, capsys
+):
+    assert txl_eval.main(eval_flags(corpus, trained, "--split", "test")) == 0
+    captured = capsys.readouterr()
+    known = re.search(
+        r"test: (\d+\.\d\d)% of the tokens are unknown to the vocabulary", captured.out
+    )
+    assert known and float(known.group(1)) < 5 and "warning" not in captured.err
+    other = tmp_path / "other"  # the same corpus with a test set in another language
+    other.mkdir()
+    for name in ("train.txt", "valid.txt"):
+        (other / name).write_text((corpus / name).read_text())
+    (other / "test.txt").write_text("der hund und die katze schlafen im haus\n" * 40)
+    assert txl_eval.main(eval_flags(other, trained, "--split", "test")) == 0
+    captured = capsys.readouterr()
+    assert "test: 100.00% of the tokens are unknown" not in captured.out  # eos are known
+    assert "warning: " in captured.err and f"is --data {other} the right corpus?" in captured.err
+    rates = [
+        r["data"]["unknown_rate"]
+        for r in read_dllogger(trained / "eval" / "eval_log.json")
+        if r["step"] == ["test"]
+    ]
+    assert rates[0] == pytest.approx(float(known.group(1)) / 100, abs=1e-4)
+    assert rates[-1] == pytest.approx(8 / 9)  # 8 words and <eos> a line
+
+
+def test_a_new_run_in_a_work_dir_holding_one_is_refused_unless_started_over(
+    corpus, tmp_path, capsys
+):
+    args = flags(corpus, tmp_path, "--max_step", "4", "--eval_interval", "2")
+    assert train.main(args) == 0
+    best = read_checkpoint(tmp_path / "checkpoint_best.pt")["model"]
+    assert train.main(args) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path} holds another run" in err and "--resume" in err
+    for k, v in read_checkpoint(tmp_path / "checkpoint_best.pt")["model"].items():
+        assert torch.equal(v, best[k]), k  # the first run's best model is kept
+    assert train.main([*args, "--overwrite", "--seed", "3"]) == 0
+    assert (tmp_path / "train_log.log").read_text().count("Transformer-XL:") == 1
+
+
+def test_threads_default_to_the_cores_shared_among_the_local_processes(monkeypatch):
+    from common import cli
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert cli.set_threads(None, local_processes=3) == 2
+        assert torch.get_num_threads() == 2
+        assert cli.set_threads(None, local_processes=16) == 1  # never 0
+        assert cli.set_threads(5) == 5 and torch.get_num_threads() == 5
+    finally:
+        torch.set_num_threads(before)

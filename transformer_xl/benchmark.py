@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,29 +146,77 @@ def bench_inference(
     }
 
 
+def names_arg(known: tuple[str, ...]) -> Callable[[str], str]:
+    """argparse type: comma-separated names from `known` (the text is kept as given)."""
+
+    def parse(value: str) -> str:
+        if any(name not in known for name in value.split(",")):
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated names from {', '.join(known)}, got {value!r}"
+            )
+        return value
+
+    return parse
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse flag combinations that cannot work, before any model is built."""
+    traced = "torchscript" in args.types.split(",") and "infer" in args.mode.split(",")
+    cli.check_args(
+        p,
+        "--types torchscript traces the model with a full memory: give --eval_mem_len > 0"
+        if traced and args.eval_mem_len == 0
+        else None,
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    p = cli.ArgumentParser(
+        prog="python -m transformer_xl.benchmark", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "--device", type=cli.device_arg, default=None,
+        help="cpu, cuda or cuda:N; when not given: cuda if a GPU is visible, else cpu",
+    )  # fmt: skip
     p.add_argument(
         "--math", type=cli.precisions_arg, default="fp32,bf16", help="comma-separated precisions"
     )
-    p.add_argument("--mode", default="train,infer", help="train, infer or both")
-    p.add_argument("--model", choices=sorted(MODELS), default="small")
-    p.add_argument("--vocab_size", type=int, default=WT103_VOCAB)
-    p.add_argument("--batch_size", type=int, default=16, help="training streams")
-    p.add_argument("--tgt_len", type=int, default=192)
-    p.add_argument("--mem_len", type=int, default=192)
-    p.add_argument("--warmup", type=int, default=2, help="untimed training steps")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps")
-    p.add_argument("--eval_batch_size", type=int, default=16)
-    p.add_argument("--eval_tgt_len", type=int, default=64)
-    p.add_argument("--eval_mem_len", type=int, default=640)
-    p.add_argument("--types", default="pytorch", help="pytorch,torchscript,compile")
-    p.add_argument("--infer_warmup", type=int, default=2, help="untimed segments")
-    p.add_argument("--infer_steps", type=int, default=10, help="timed segments")
+    p.add_argument(
+        "--mode", type=names_arg(("train", "infer")), default="train,infer",
+        help="what to time: train, infer or train,infer",
+    )  # fmt: skip
+    p.add_argument("--model", choices=sorted(MODELS), default="small", help="model size")
+    p.add_argument(
+        "--vocab_size", type=cli.positive_int, default=WT103_VOCAB,
+        help="vocabulary; adaptive softmax above the last cutoff",
+    )  # fmt: skip
+    p.add_argument("--batch_size", type=cli.positive_int, default=16, help="training streams")
+    p.add_argument(
+        "--tgt_len", type=cli.positive_int, default=192, help="training tokens per segment"
+    )
+    p.add_argument(
+        "--mem_len", type=cli.nonnegative_int, default=192, help="training memory length"
+    )
+    p.add_argument("--warmup", type=cli.nonnegative_int, default=2, help="untimed training steps")
+    p.add_argument("--steps", type=cli.positive_int, default=5, help="timed training steps")
+    p.add_argument("--eval_batch_size", type=cli.positive_int, default=16, help="inference streams")
+    p.add_argument(
+        "--eval_tgt_len", type=cli.positive_int, default=64, help="inference tokens per segment"
+    )
+    p.add_argument(
+        "--eval_mem_len", type=cli.nonnegative_int, default=640,
+        help="inference memory length",
+    )  # fmt: skip
+    p.add_argument(
+        "--types", type=names_arg(("pytorch", "torchscript", "compile")), default="pytorch",
+        help="comma-separated inference runtimes: pytorch, torchscript, compile",
+    )  # fmt: skip
+    p.add_argument("--infer_warmup", type=cli.nonnegative_int, default=2, help="untimed segments")
+    p.add_argument("--infer_steps", type=cli.positive_int, default=10, help="timed segments")
     p.add_argument("--json", type=Path, default=None, help="write all results here")
     p.add_argument("--log_file", type=Path, default=None, help="DLLogger lines")
     args = p.parse_args(argv)
+    check_flags(p, args)
     args.cutoffs = WT103_CUTOFFS if args.vocab_size > WT103_CUTOFFS[-1] else []
     return args
 

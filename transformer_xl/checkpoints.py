@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import FORMAT, VERSION, CheckpointError, read_torch_dict, strip_prefixes
+from common.checkpoint import (
+    FORMAT,
+    VERSION,
+    CheckpointError,
+    other_model,
+    read_torch_dict,
+    strip_prefixes,
+)
 from transformer_xl.model import MemTransformerLM
 
 
@@ -73,7 +80,7 @@ def _config_and_weights(state: dict[str, Any], path: Path) -> tuple[dict, dict, 
         extra = state.get("extra") or {}
         config = extra.get("model_config")
         if not isinstance(config, dict) or "n_layer" not in config or "d_head" not in config:
-            raise CheckpointError(f"{path} is a checkpoint of another model, not Transformer-XL")
+            raise CheckpointError(f"{path} is {other_model(state)}, not a Transformer-XL one")
         vocab = state.get("vocab")  # {"symbols": [...]}; version 1 kept the list in extra
         symbols = vocab.get("symbols") if isinstance(vocab, dict) else extra.get("vocab")
         return dict(config), strip_prefixes(state["model"]), symbols

@@ -51,6 +51,7 @@ import torch
 from common import distributed
 from common.atomic import atomic_write
 from common.errors import UserError
+from common.logging import progress
 
 __all__ = [
     "DATASETS",
@@ -318,6 +319,15 @@ class Vocab:
 # --- counting and encoding files ---------------------------------------------------------
 
 
+def _reading(path: str | Path, doing: str) -> Iterator[tuple[int, str]]:
+    """`_numbered_lines(path)` with progress in bytes (a bar, or lines in a log file)."""
+    size = Path(path).stat().st_size if Path(path).is_file() else None
+    with progress(total=size, desc=f"{doing} {Path(path).name}", unit="B", unit_scale=True) as bar:
+        for number, line in _numbered_lines(path):
+            yield number, line
+            bar.update(len(line.encode("utf-8")) + 1)
+
+
 def _empty(path: str | Path) -> DataError:
     return DataError(f"{path}: file is empty (no tokens)")
 
@@ -328,7 +338,7 @@ def count_file(
     """Symbol counts of a text file, streamed line by line (added to `counter` if given)."""
     counter = Counter() if counter is None else counter
     n_tokens = 0
-    for _, line in _numbered_lines(path):
+    for _, line in _reading(path, "counting"):
         symbols = tokenize(line, lower_case)
         n_tokens += len(symbols)
         if add_eos:
@@ -349,7 +359,7 @@ def _encode_lines(
 ) -> torch.Tensor:
     ids = array("q")
     n_tokens = 0
-    for lineno, line in _numbered_lines(path):
+    for lineno, line in _reading(path, "encoding"):
         symbols = tokenize(line, lower_case)
         n_tokens += len(symbols)
         try:
@@ -834,6 +844,14 @@ class Corpus:
         self.vocab, self.train, self.valid, self.test = vocab, train, valid, test
         self.lengths = lengths or {}
         self._shard_lengths: dict = {}  # shared by the training iterators of every epoch
+
+    def unknown_rate(self, split: str) -> float | None:
+        """The share of `split`'s tokens that are the unknown symbol (text outside the
+        vocabulary); None when the vocabulary has no unknown symbol."""
+        ids = getattr(self, split)
+        if self.vocab.unk_id is None or not isinstance(ids, torch.Tensor) or not len(ids):
+            return None
+        return (ids == self.vocab.unk_id).sum().item() / len(ids)
 
     @classmethod
     def load(

@@ -31,46 +31,123 @@ from common import cli, distributed
 from common.benchmark import LatencyRecorder, percentiles, write_json
 from common.checkpoint import CheckpointError
 from common.config import parse_with_config
-from common.logging import Logger
+from common.logging import Logger, progress
 from common.precision import (
     Precision,
 )
 from transformer_xl import data
 from transformer_xl.model import MemTransformerLM, load_checkpoint
+from transformer_xl.train import check_config_values, clamp_len_arg
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wt103_base.yaml"
 
 
+UNKNOWN_WARN = 0.05  # text of the training corpus has few: only words below its count cut-off
+
+
+def percentile_arg(value: str) -> float:
+    """argparse type: a percentile, a number in [0, 100]."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 100], got {value!r}")
+    return number
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse flag combinations that cannot work, before the model or data is read."""
+    check_config_values(p, args)
+    problems = [
+        f"{flag} needs --type torchscript (got --type {args.type})"
+        for flag in ("--save_torchscript", "--load_torchscript")
+        if getattr(args, flag[2:]) is not None and args.type != "torchscript"
+    ]
+    cli.check_args(
+        p,
+        *problems,
+        cli.conflict(args, "--load_torchscript", "--save_torchscript", "nothing is traced"),
+        cli.conflict(args, "--manual", "--target_perplexity", "--manual checks no target"),
+        cli.conflict(args, "--manual", "--target_throughput", "--manual checks no target"),
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(
+        prog="python -m transformer_xl.eval", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="logs and saved data")
-    p.add_argument("--model", type=Path, default=None, help="default WORK_DIR/checkpoint_best.pt")
-    p.add_argument("--data", type=Path, default=Path("data/wikitext-103"))
-    p.add_argument("--dataset", choices=data.DATASET_NAMES, default="wt103")
-    p.add_argument("--split", choices=("all", "valid", "test"), default="all")
+    p.add_argument(
+        "--model", type=Path, default=None,
+        help="checkpoint to score; when not given: WORK_DIR/checkpoint_best.pt",
+    )  # fmt: skip
+    p.add_argument(
+        "--data", type=Path, default=Path("data/wikitext-103"),
+        help="dataset folder, as transformer_xl.getdata writes it",
+    )  # fmt: skip
+    p.add_argument(
+        "--dataset", choices=data.DATASET_NAMES, default="wt103", help="the dataset in --data"
+    )
+    p.add_argument(
+        "--split", choices=("all", "valid", "test"), default="all", help="splits to score"
+    )
     p.add_argument("--manual", nargs="+", default=None, help="score this text instead")
-    p.add_argument("--type", choices=("pytorch", "torchscript", "compile"), default="pytorch")
-    p.add_argument("--batch_size", type=int, default=16, help="global batch (streams)")
-    p.add_argument("--tgt_len", type=int, default=64, help="tokens predicted per segment")
-    p.add_argument("--ext_len", type=int, default=0, help="extended context")
-    p.add_argument("--mem_len", type=int, default=640, help="memory length")
-    p.add_argument("--clamp_len", type=int, default=-1, help="clamp relative positions")
-    p.add_argument("--same_length", action="store_true", help="same attention length")
-    p.add_argument("--seed", type=int, default=1111)
+    p.add_argument(
+        "--type", choices=("pytorch", "torchscript", "compile"), default="pytorch",
+        help="runtime: eager, traced once the memory is full, or torch.compile",
+    )  # fmt: skip
+    p.add_argument("--batch_size", type=cli.positive_int, default=16, help="global batch (streams)")
+    p.add_argument(
+        "--tgt_len", type=cli.positive_int, default=64, help="tokens predicted per segment"
+    )
+    p.add_argument("--ext_len", type=cli.nonnegative_int, default=0, help="extended context")
+    p.add_argument("--mem_len", type=cli.nonnegative_int, default=640, help="memory length")
+    p.add_argument(
+        "--clamp_len", type=clamp_len_arg, default=-1,
+        help="clamp relative distances at this; 0 or -1: no clamping",
+    )  # fmt: skip
+    p.add_argument(
+        "--same_length", action="store_true", help="every token attends to as many tokens"
+    )
+    p.add_argument("--seed", type=cli.nonnegative_int, default=1111, help="random seed")
     cli.add_precision_flags(p, "tf32 on GPUs from Ampere on, else fp32")
-    p.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
-    p.add_argument("--log_all_ranks", action="store_true")
-    p.add_argument("--dllog_file", default="eval_log.json", help="in WORK_DIR")
-    p.add_argument("--log_interval", type=int, default=10, help="segments between progress lines")
-    p.add_argument("--target_perplexity", type=float, default=None, help="exit 1 above")
-    p.add_argument("--target_throughput", type=float, default=None, help="tok/s; exit 1 below")
+    p.add_argument(
+        "--device", type=cli.device_arg, default=None,
+        help="cpu, cuda or cuda:N; when not given: cuda if a GPU is visible, else cpu",
+    )  # fmt: skip
+    p.add_argument(
+        "--log_all_ranks", action="store_true", help="every process logs, not only rank 0"
+    )
+    p.add_argument("--dllog_file", default="eval_log.json", help="JSON log, in WORK_DIR")
+    p.add_argument(
+        "--log_interval", type=cli.nonnegative_int, default=10,
+        help="segments between progress lines; 0: none",
+    )  # fmt: skip
+    p.add_argument(
+        "--target_perplexity", type=cli.positive_float, default=None,
+        help="exit 1 when a split's perplexity is above it",
+    )  # fmt: skip
+    p.add_argument(
+        "--target_throughput", type=cli.positive_float, default=None,
+        help="tokens/s; exit 1 below it",
+    )  # fmt: skip
     p.add_argument("--save_data", action="store_true", help="write latencies to WORK_DIR")
-    p.add_argument("--repeat", type=int, default=1, help="pass over the split this many times")
-    p.add_argument("--max_size", type=int, default=None, help="score at most this many batches")
-    p.add_argument("--percentiles", type=float, nargs="+", default=[90, 95, 99])
-    p.add_argument("--save_torchscript", type=Path, default=None, help="write the traced model")
+    p.add_argument("--repeat", type=cli.positive_int, default=1, help="passes over each split")
+    p.add_argument(
+        "--max_size", type=cli.positive_int, default=None,
+        help="score at most this many batches; when not given: all",
+    )  # fmt: skip
+    p.add_argument(
+        "--percentiles", type=percentile_arg, nargs="+", default=[90, 95, 99],
+        help="latency percentiles to report",
+    )  # fmt: skip
+    p.add_argument(
+        "--save_torchscript", type=Path, default=None, help="write the traced model here"
+    )
     p.add_argument("--load_torchscript", type=Path, default=None, help="run this traced model")
     args = parse_with_config(p, argv, DEFAULT_CONFIG, "eval")
+    check_flags(p, args)
     return args
 
 
@@ -141,6 +218,10 @@ def score(
     total = torch.zeros((), dtype=torch.float64, device=env.device)
     count = tokens = 0
     batches = 0
+    todo = getattr(iterator, "n_batch", None)
+    if todo is not None:
+        todo = min(todo * args.repeat, args.max_size or todo * args.repeat)
+    bar = progress(total=todo, desc=f"scoring {split}", unit="segments")
     for _ in range(args.repeat):
         mems = None
         for inp, target, seq_len in iterator:
@@ -152,9 +233,11 @@ def score(
             count += seq_len
             tokens += seq_len * inp.size(1)
             batches += 1
+            bar.update(1)
             if env.rank == 0 and args.log_interval and batches % args.log_interval == 0:
                 running = total.item() / count
                 print(f"| {split} batch {batches:>6d} | running loss {running:5.2f}", flush=True)
+    bar.close()
     if count == 0:
         raise data.DataError(f"{split}: no segment to score (split shorter than one segment?)")
     return distributed.all_reduce_mean(total).item() / count, tokens
@@ -235,6 +318,18 @@ def evaluate(args: argparse.Namespace) -> int:
     passed = True
     results: dict[str, Any] = {}
     for split in splits:
+        unknown = corpus.unknown_rate(split)
+        if unknown is not None and env.rank == 0:
+            print(f"{split}: {100 * unknown:.2f}% of the tokens are unknown to the vocabulary")
+            if unknown > UNKNOWN_WARN:
+                print(
+                    f"warning: {100 * unknown:.1f}% of the {split} tokens are unknown to the "
+                    f"vocabulary (more than {100 * UNKNOWN_WARN:.0f}%): the perplexity is not "
+                    f"comparable to one on the corpus the model was trained on; is --data "
+                    f"{args.data} the right corpus?",
+                    file=sys.stderr,
+                    flush=True,
+                )
         iterator = corpus.iterator(
             split,
             args.batch_size,
@@ -264,6 +359,7 @@ def evaluate(args: argparse.Namespace) -> int:
                 print(f"Latency {p:g}%: {1000 * value:.2f} ms")
             print("=" * 100, flush=True)
         results[split] = {
+            "unknown_rate": unknown,
             "loss": loss,
             "ppl": ppl,
             "tokens/s": throughput,

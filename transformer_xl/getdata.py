@@ -280,9 +280,24 @@ def prepare(
 # --- command line ------------------------------------------------------------------------
 
 
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse mirrors that would be ignored, before anything is downloaded."""
+    names = [name for name, _ in args.base_url_override]
+    unused = [name for name in names if name not in args.datasets]
+    twice = [name for name in DATASETS if names.count(name) > 1]
+    cli.check_args(
+        p,
+        f"--base-url-override {unused[0]}=...: {unused[0]} is not in --datasets "
+        f"({' '.join(args.datasets)})"
+        if unused
+        else None,
+        f"--base-url-override gives {twice[0]} more than one URL" if twice else None,
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        prog="python -m transformer_xl.getdata", description=__doc__.splitlines()[0]
     )
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets go")
     p.add_argument(
@@ -298,12 +313,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--heldout-size",
-        type=int,
+        type=cli.positive_int,
         default=HELDOUT,
         help="enwik8 bytes / text8 characters in each of valid and test",
     )
-    p.add_argument("--retries", type=int, default=5, help="download retries per file")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--retries", type=cli.nonnegative_int, default=5,
+        help="download retries per file after the first attempt",
+    )  # fmt: skip
+    args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

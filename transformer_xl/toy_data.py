@@ -11,6 +11,7 @@ writes train.txt, valid.txt and test.txt (80/10/10 % of the articles) and a READ
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 from pathlib import Path
@@ -72,14 +73,39 @@ def generate(out_dir: Path, articles: int = 400, seed: int = 1) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = cli.ArgumentParser(
-        description=__doc__.splitlines()[0],
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse settings that would write an empty split."""
+    cli.check_args(
+        p,
+        f"--articles {args.articles} is too few: valid and test take one article each and "
+        "train needs at least one (give 3 or more)"
+        if args.articles < 3
+        else None,
     )
-    p.add_argument("--out-dir", type=Path, default=Path("data/toy_wt"))
-    p.add_argument("--articles", type=int, default=400)
-    p.add_argument("--seed", type=int, default=1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.ArgumentParser(
+        prog="python -m transformer_xl.toy_data", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("data/toy_wt"),
+        help="folder for train.txt, valid.txt, test.txt and a README",
+    )  # fmt: skip
+    p.add_argument(
+        "--articles", type=cli.positive_int, default=400,
+        help="articles in all (80/10/10 %% train/valid/test)",
+    )  # fmt: skip
+    p.add_argument(
+        "--seed", type=cli.nonnegative_int, default=1, help="random seed: same seed, same text"
+    )
     args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     generate(args.out_dir, args.articles, args.seed)
     print(f"wrote generated articles to {args.out_dir}")
     return 0

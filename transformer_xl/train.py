@@ -10,9 +10,10 @@ processes and, with `--batch_chunk`, into chunks whose gradients accumulate (eac
 keeps its own memory). Every `--eval_interval` steps the validation set is scored and
 `checkpoint_last.pt` written (`checkpoint_best.pt` on a new best); every
 `--save_interval` steps a checkpoint is written as well. A run resumes with `--resume`
-(from WORK_DIR) or `--restart PATH`; with the memories each rank saves beside the
-checkpoint, the continued run is identical to an uninterrupted one. SIGTERM saves and
-exits. At the end the best checkpoint is scored on the test set.
+(from WORK_DIR) or `--restart PATH`; with each rank's memories saved in the checkpoint,
+the continued run is identical to an uninterrupted one. A WORK_DIR that holds another
+run is refused unless resumed or started over with `--overwrite`. SIGTERM and Ctrl-C
+save and exit. At the end the best checkpoint is scored on the test set.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from common.optim import LAMB
 from common.precision import (
     Precision,
 )
-from common.run_control import RunControl
+from common.run_control import RunControl, stopped_line
 from common.schedules import ScheduledLR, build_scheduler
 from common.step import OptimizerStep
 from transformer_xl import data
@@ -51,84 +53,287 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "wt103_base.yaml"
 CHAR_LEVEL = ("enwik8", "text8")
 
 
+# --- flags ------------------------------------------------------------------------------
+
+
+def _int_or_minus_one(value: str, check: Callable[[str], int], what: str) -> int:
+    try:
+        if int(value) == -1:
+            return -1
+        return check(value)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}") from None
+
+
+def positive_or_minus_one(value: str) -> int:
+    """argparse type: a positive integer, or -1 for "all" / "same as another flag"."""
+    return _int_or_minus_one(value, cli.positive_int, "a positive integer or -1")
+
+
+def clamp_len_arg(value: str) -> int:
+    """argparse type for --clamp_len: a distance >= 0, or -1; 0 and -1 clamp nothing."""
+    return _int_or_minus_one(value, cli.nonnegative_int, "an integer >= -1")
+
+
+def check_config_values(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Pass values that came from --config_file through their flag's type and choices
+    (argparse checks neither for defaults that are not strings, as YAML numbers are)."""
+    where = f"set by config {args.config!r} of {args.config_file}"
+    for action in p._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or value is None:
+            continue
+        flag = "/".join(action.option_strings)
+        values = value if isinstance(value, list) else [value]
+        if action.type not in (None, Path, cli.device_arg):
+            try:
+                values = [action.type(str(v)) for v in values]
+            except (argparse.ArgumentTypeError, ValueError) as err:
+                p.error(f"argument {flag}: {err} ({where})")
+            setattr(args, action.dest, values if isinstance(value, list) else values[0])
+        bad = [v for v in values if action.choices is not None and v not in action.choices]
+        if bad:
+            known = ", ".join(map(str, action.choices))
+            p.error(f"argument {flag}: invalid choice: {bad[0]!r} ({where}; choose from {known})")
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse flag combinations that cannot work, before any data is read."""
+    check_config_values(p, args)
+    streams_flag = "--local_batch_size" if args.local_batch_size else "--batch_size"
+    streams = args.local_batch_size or args.batch_size
+    steps_flag = "--max_step_scheduler" if args.max_step_scheduler else "--max_step"
+    steps = args.max_step_scheduler or args.max_step
+    context_flag, context = (
+        ("--mem_len", args.mem_len) if args.mem_len else ("--ext_len", args.ext_len)
+    )
+    restart_here = (
+        args.restart is not None and args.restart.resolve().parent == args.work_dir.resolve()
+    )
+    cli.check_args(
+        p,
+        cli.conflict(args, "--no_eval", "--target_perplexity", "perplexity needs evaluation"),
+        cli.conflict(args, "--resume", "--restart"),
+        cli.conflict(args, "--resume", "--overwrite"),
+        f"--restart {args.restart} continues the run in --work_dir {args.work_dir}, which "
+        "--overwrite would clear: give one of them"
+        if args.overwrite and restart_here
+        else None,
+        f"{streams_flag} {streams} must be a multiple of --batch_chunk {args.batch_chunk}"
+        if streams % args.batch_chunk
+        else None,
+        f"the cosine schedule needs {steps_flag} ({steps}) above --warmup_step ({args.warmup_step})"
+        if args.scheduler == "cosine" and steps <= args.warmup_step
+        else None,
+        f"--eval_tgt_len {args.eval_tgt_len} is longer than --tgt_len {args.tgt_len} + "
+        f"{context_flag} {context}, the context the model is trained with"
+        if not args.no_eval and args.eval_tgt_len > args.tgt_len + context
+        else None,
+        "--roll and --varlen apply to ordered corpora, not --dataset lm1b"
+        if args.dataset == "lm1b" and (args.roll or args.varlen)
+        else None,
+    )
+
+
+def check_eval_split(corpus: data.Corpus, args: argparse.Namespace, world_size: int = 1) -> None:
+    """Raise `ConfigError` when the validation or test split cannot hold one evaluation
+    batch of --eval_batch_size x --eval_tgt_len (call once the corpus is loaded, before
+    training: otherwise the first evaluation fails after --eval_interval steps)."""
+    if args.no_eval:
+        return
+    if args.eval_batch_size % world_size:
+        raise ConfigError(
+            f"--eval_batch_size {args.eval_batch_size} must be a multiple of the "
+            f"{world_size} processes"
+        )
+    for split in ("valid", "test"):
+        try:
+            corpus.iterator(split, args.eval_batch_size, args.eval_tgt_len, ext_len=args.ext_len)
+        except data.DataError:
+            raise ConfigError(
+                f"--data {args.data}: the {split} split ({getattr(corpus, split).numel()} "
+                f"tokens) cannot fill one evaluation batch of --eval_batch_size "
+                f"{args.eval_batch_size} x --eval_tgt_len {args.eval_tgt_len}; lower either, "
+                "or give --no_eval"
+            ) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(
+        prog="python -m transformer_xl.train", description=__doc__.splitlines()[0]
+    )
     g = p.add_argument_group("general")
-    g.add_argument("--work_dir", type=Path, default=Path("LM-TFM"), help="results folder")
+    g.add_argument(
+        "--work_dir", type=Path, default=Path("LM-TFM"), help="results folder: checkpoints, logs"
+    )
     cli.add_precision_flags(g, "tf32 on GPUs from Ampere on, else fp32")
-    g.add_argument("--device", type=cli.device_arg, default=None, help="default: cuda if any")
+    g.add_argument(
+        "--device", type=cli.device_arg, default=None,
+        help="cpu, cuda or cuda:N; when not given: cuda if a GPU is visible, else cpu",
+    )  # fmt: skip
     g.add_argument("--restart", type=Path, default=None, help="continue from this checkpoint")
     g.add_argument("--resume", action="store_true", help="continue from WORK_DIR's last one")
-    g.add_argument("--log_all_ranks", action="store_true")
-    g.add_argument("--dllog_file", default="train_log.json", help="in WORK_DIR")
-    g.add_argument("--txtlog_file", default="train_log.log", help="in WORK_DIR")
+    cli.add_overwrite_flag(g)
+    cli.add_threads_flag(g)
+    g.add_argument(
+        "--log_all_ranks", action="store_true", help="every process logs, not only rank 0"
+    )
+    g.add_argument("--dllog_file", default="train_log.json", help="JSON log, in WORK_DIR")
+    g.add_argument("--txtlog_file", default="train_log.log", help="text log, in WORK_DIR")
     g.add_argument("--save_all", action="store_true", help="keep every numbered checkpoint")
-    g.add_argument("--no_eval", action="store_true", help="skip validation and test")
-    g.add_argument("--log_interval", type=int, default=10)
-    g.add_argument("--eval_interval", type=int, default=5000)
-    g.add_argument("--save_interval", type=int, default=None, help="default: eval_interval")
-    g.add_argument("--target_throughput", type=float, default=None, help="tok/s; exit 1 below")
-    g.add_argument("--target_perplexity", type=float, default=None, help="exit 1 above")
+    g.add_argument(
+        "--no_eval", action="store_true",
+        help="turn off evaluation, which by default scores the validation split every "
+        "--eval_interval steps and the test split at the end",
+    )  # fmt: skip
+    g.add_argument(
+        "--log_interval", type=cli.positive_int, default=10, help="steps between log lines"
+    )
+    g.add_argument(
+        "--eval_interval", type=cli.positive_int, default=5000,
+        help="steps between evaluations (each also saves a checkpoint)",
+    )  # fmt: skip
+    g.add_argument(
+        "--save_interval", type=cli.positive_int, default=None,
+        help="steps between checkpoints; when not given: --eval_interval",
+    )  # fmt: skip
+    g.add_argument(
+        "--target_throughput", type=cli.positive_float, default=None,
+        help="tokens/s; exit 1 below it",
+    )  # fmt: skip
+    g.add_argument(
+        "--target_perplexity", type=cli.positive_float, default=None,
+        help="exit 1 when the best validation perplexity is above it",
+    )  # fmt: skip
 
     d = p.add_argument_group("dataset")
-    d.add_argument("--data", type=Path, default=Path("data/wikitext-103"))
-    d.add_argument("--dataset", choices=data.DATASET_NAMES, default="wt103")
+    d.add_argument(
+        "--data", type=Path, default=Path("data/wikitext-103"),
+        help="dataset folder, as transformer_xl.getdata writes it",
+    )  # fmt: skip
+    d.add_argument(
+        "--dataset", choices=data.DATASET_NAMES, default="wt103", help="the dataset in --data"
+    )
 
     m = p.add_argument_group("model")
-    m.add_argument("--n_layer", type=int, default=12)
-    m.add_argument("--n_head", type=int, default=10)
-    m.add_argument("--d_head", type=int, default=50)
-    m.add_argument("--d_embed", type=int, default=-1, help="-1: d_model")
-    m.add_argument("--d_model", type=int, default=500)
-    m.add_argument("--d_inner", type=int, default=1000)
-    m.add_argument("--dropout", type=float, default=0.0)
-    m.add_argument("--dropatt", type=float, default=0.0)
+    m.add_argument("--n_layer", type=cli.positive_int, default=12, help="layers")
+    m.add_argument("--n_head", type=cli.positive_int, default=10, help="attention heads")
+    m.add_argument("--d_head", type=cli.positive_int, default=50, help="width of each head")
+    m.add_argument(
+        "--d_embed", type=positive_or_minus_one, default=-1, help="embedding width; -1: d_model"
+    )
+    m.add_argument("--d_model", type=cli.positive_int, default=500, help="model width")
+    m.add_argument(
+        "--d_inner", type=cli.positive_int, default=1000, help="feed-forward inner width"
+    )
+    m.add_argument("--dropout", type=cli.probability, default=0.0, help="dropout rate")
+    m.add_argument("--dropatt", type=cli.probability, default=0.0, help="attention dropout")
     m.add_argument("--pre_lnorm", action="store_true", help="LayerNorm before each block")
-    m.add_argument("--attn_type", type=int, default=0, help="0: relative positions (only one)")
+    m.add_argument(
+        "--attn_type", type=int, choices=(0,), default=0,
+        help="attention; 0: relative positions (the only one)",
+    )  # fmt: skip
     m.add_argument("--not_tied", action="store_true", help="untie embedding and softmax")
-    m.add_argument("--clamp_len", type=int, default=-1, help="clamp relative positions")
+    m.add_argument(
+        "--clamp_len", type=clamp_len_arg, default=-1,
+        help="clamp relative distances at this; 0 or -1: no clamping",
+    )  # fmt: skip
     m.add_argument("--adaptive", action="store_true", help="adaptive input and softmax")
-    m.add_argument("--div_val", type=int, default=1, help="adaptive dimension divisor")
-    m.add_argument("--init", choices=("normal", "uniform"), default="normal")
-    m.add_argument("--init_range", type=float, default=0.1)
-    m.add_argument("--init_std", type=float, default=0.02)
-    m.add_argument("--proj_init_std", type=float, default=0.01)
+    m.add_argument("--div_val", type=cli.positive_int, default=1, help="adaptive dimension divisor")
+    m.add_argument(
+        "--init", choices=("normal", "uniform"), default="normal", help="weight initialisation"
+    )
+    m.add_argument(
+        "--init_range", type=cli.positive_float, default=0.1,
+        help="uniform init: weights in [-init_range, init_range]",
+    )  # fmt: skip
+    m.add_argument(
+        "--init_std", type=cli.positive_float, default=0.02, help="normal init: std deviation"
+    )
+    m.add_argument(
+        "--proj_init_std", type=cli.positive_float, default=0.01,
+        help="std deviation of the adaptive projections",
+    )  # fmt: skip
 
     o = p.add_argument_group("optimizer")
-    o.add_argument("--optim", choices=("adam", "sgd", "adagrad", "lamb", "jitlamb"), default="adam")
-    o.add_argument("--lr", type=float, default=0.00025)
-    o.add_argument("--mom", type=float, default=0.0, help="SGD momentum")
     o.add_argument(
-        "--scheduler", choices=("cosine", "inv_sqrt", "dev_perf", "constant"), default="cosine"
+        "--optim", choices=("adam", "sgd", "adagrad", "lamb", "jitlamb"), default="adam",
+        help="optimizer (jitlamb: the same LAMB)",
+    )  # fmt: skip
+    o.add_argument("--lr", type=cli.positive_float, default=0.00025, help="peak learning rate")
+    o.add_argument("--mom", type=cli.probability, default=0.0, help="SGD momentum")
+    o.add_argument(
+        "--scheduler", choices=("cosine", "inv_sqrt", "dev_perf", "constant"), default="cosine",
+        help="learning-rate schedule after the warm-up",
+    )  # fmt: skip
+    o.add_argument(
+        "--max_step_scheduler", type=cli.positive_int, default=None,
+        help="steps of the cosine schedule; when not given: --max_step",
+    )  # fmt: skip
+    o.add_argument(
+        "--warmup_step", type=cli.nonnegative_int, default=1000, help="linear warm-up steps"
     )
-    o.add_argument("--max_step_scheduler", type=int, default=None, help="default: max_step")
-    o.add_argument("--warmup_step", type=int, default=1000)
-    o.add_argument("--decay_rate", type=float, default=0.5, help="dev_perf: lr factor")
-    o.add_argument("--lr_min", type=float, default=0.0, help="dev_perf: lowest lr")
-    o.add_argument("--patience", type=int, default=0, help="dev_perf: evaluations to wait")
-    o.add_argument("--eta_min", type=float, default=0.001, help="cosine: final lr")
-    o.add_argument("--clip", type=float, default=0.25, help="gradient norm clip")
+    o.add_argument(
+        "--decay_rate", type=cli.fraction, default=0.5,
+        help="dev_perf: lr factor when validation stops improving",
+    )  # fmt: skip
+    o.add_argument("--lr_min", type=cli.nonnegative_float, default=0.0, help="dev_perf: lowest lr")
+    o.add_argument(
+        "--patience", type=cli.nonnegative_int, default=0,
+        help="dev_perf: evaluations without improvement before a decay",
+    )  # fmt: skip
+    o.add_argument(
+        "--eta_min", type=cli.nonnegative_float, default=0.001, help="cosine: the final lr"
+    )
+    o.add_argument(
+        "--clip", type=cli.nonnegative_float, default=0.25, help="gradient norm clip; 0: off"
+    )
     o.add_argument("--clip_nonemb", action="store_true", help="clip non-embedding params only")
-    o.add_argument("--weight_decay", type=float, default=0.0, help="adam / lamb")
+    o.add_argument(
+        "--weight_decay", type=cli.nonnegative_float, default=0.0, help="weight decay (adam, lamb)"
+    )
 
     t = p.add_argument_group("training")
-    t.add_argument("--max_step", type=int, default=40000)
-    t.add_argument("--batch_size", type=int, default=256, help="global batch (streams)")
-    t.add_argument("--local_batch_size", type=int, default=None, help="per process; overrides")
-    t.add_argument("--batch_chunk", type=int, default=1, help="gradient accumulation chunks")
+    t.add_argument("--max_step", type=cli.positive_int, default=40000, help="training steps")
+    t.add_argument(
+        "--batch_size", type=cli.positive_int, default=256, help="global batch (streams)"
+    )
+    t.add_argument(
+        "--local_batch_size", type=cli.positive_int, default=None,
+        help="streams per process; when given, --batch_size is this x the processes",
+    )  # fmt: skip
+    t.add_argument(
+        "--batch_chunk", type=cli.positive_int, default=1, help="gradient accumulation chunks"
+    )
     t.add_argument("--roll", action="store_true", help="random shift of each stream per epoch")
     t.add_argument("--varlen", action="store_true", help="variable segment lengths")
-    t.add_argument("--tgt_len", type=int, default=192, help="tokens predicted per segment")
-    t.add_argument("--ext_len", type=int, default=0, help="extended context (no gradient)")
-    t.add_argument("--mem_len", type=int, default=192, help="memory length")
-    t.add_argument("--same_length", action="store_true", help="same attention length")
-    t.add_argument("--seed", type=int, default=1111)
+    t.add_argument(
+        "--tgt_len", type=cli.positive_int, default=192, help="tokens predicted per segment"
+    )
+    t.add_argument(
+        "--ext_len", type=cli.nonnegative_int, default=0, help="extended context (no gradient)"
+    )
+    t.add_argument("--mem_len", type=cli.nonnegative_int, default=192, help="memory length")
+    t.add_argument(
+        "--same_length", action="store_true", help="every token attends to as many tokens"
+    )
+    t.add_argument("--seed", type=cli.nonnegative_int, default=1111, help="random seed")
 
     v = p.add_argument_group("validation")
-    v.add_argument("--eval_tgt_len", type=int, default=192)
-    v.add_argument("--eval_batch_size", type=int, default=16)
-    v.add_argument("--eval_max_steps", type=int, default=-1, help="-1: the whole split")
+    v.add_argument(
+        "--eval_tgt_len", type=cli.positive_int, default=192,
+        help="tokens predicted per evaluation segment",
+    )  # fmt: skip
+    v.add_argument(
+        "--eval_batch_size", type=cli.positive_int, default=16,
+        help="global evaluation batch (streams)",
+    )  # fmt: skip
+    v.add_argument(
+        "--eval_max_steps", type=positive_or_minus_one, default=-1,
+        help="segments scored per validation; -1: the whole split",
+    )  # fmt: skip
     args = parse_with_config(p, argv, DEFAULT_CONFIG, "train")
+    check_flags(p, args)
     return args
 
 
@@ -137,10 +342,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_optimizer(model: MemTransformerLM, args: argparse.Namespace) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    # Fused on the GPU: one kernel, and fp16 loss scaling without a host read per step.
+    fused = all(p.is_cuda for p in params) or None
     if args.optim == "adam":
-        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay, fused=fused)
     if args.optim == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.mom)
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.mom, fused=fused)
     if args.optim == "adagrad":
         return torch.optim.Adagrad(params, lr=args.lr)
     # The recipe's LAMB: trust ratio on every tensor, no bias correction, and clipping
@@ -301,8 +508,29 @@ def train(args: argparse.Namespace) -> int:
             "--roll and --varlen apply to ordered corpora; lm1b is streamed sentence by "
             "sentence (its recipe: --config_file transformer_xl/configs/lm1b_base.yaml)"
         )
+    cli.set_threads(args.threads, env.local_world_size)
+    checkpointer = Checkpointer(
+        args.work_dir,
+        prefix="checkpoint",
+        suffix=".pt",
+        keep_last=1_000_000 if args.save_all else 1,
+    )
+    dllog = args.work_dir / args.dllog_file
+    outputs = [dllog, args.work_dir / args.txtlog_file, *args.work_dir.glob("mems_rank*.pt")]
+    outputs += args.work_dir.glob(f"{dllog.stem}.rank*{dllog.suffix}")  # --log_all_ranks
+    restart_here = (
+        args.restart is not None and args.restart.resolve().parent == args.work_dir.resolve()
+    )
+    checkpointer.claim(
+        resume=args.resume or restart_here, overwrite=args.overwrite, outputs=outputs
+    )
+    distributed.seed_everything(args.seed)
+    corpus = data.Corpus.load(args.data, args.dataset)
+    check_eval_split(corpus, args, env.world_size)  # not first found at step 5000
+
+    # Inputs are good: from here on the run writes (a failed start leaves no log).
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    logger = Logger(args.work_dir / args.dllog_file, all_ranks=args.log_all_ranks, stdout=False)
+    logger = Logger(dllog, all_ranks=args.log_all_ranks, stdout=False)
     text_log = open_text_log(args.work_dir / args.txtlog_file, env)
 
     def say(line: str) -> None:
@@ -313,9 +541,6 @@ def train(args: argparse.Namespace) -> int:
                 text_log.flush()
 
     logger.log("PARAMETER", {**vars(args), "world_size": env.world_size, "precision": prec.mode})
-    distributed.seed_everything(args.seed)
-
-    corpus = data.Corpus.load(args.data, args.dataset)
     n_token = len(corpus.vocab)
     cutoffs, tie_projs = [], [False]
     if args.adaptive:
@@ -355,12 +580,6 @@ def train(args: argparse.Namespace) -> int:
     plateau = Plateau(scheduler, args) if args.scheduler == "dev_perf" else None
     ddp_model = distributed.wrap_ddp(model, env)
     distributed.seed_everything(args.seed, env.rank)  # dropout differs per rank
-    checkpointer = Checkpointer(
-        args.work_dir,
-        prefix="checkpoint",
-        suffix=".pt",
-        keep_last=1_000_000 if args.save_all else 1,
-    )
 
     local_batch = args.batch_size // env.world_size
     position = DataPosition(epoch=1)  # the epoch, and the next batch in it
@@ -469,7 +688,7 @@ def train(args: argparse.Namespace) -> int:
     if window.steps:  # steps since the last log line (a collective: every rank is here)
         window.line(prec)
     if run.reason == "signal":
-        say(f"stopped by a signal at step {step}; continue with --resume")
+        say(stopped_line(step))
     stop = run.reason
     train_time = time.perf_counter() - run_start
 

@@ -68,6 +68,7 @@ import numpy as np
 from bert.data import DataError, utf8_lines
 from bert.tokenization import CONTINUATION, FullTokenizer
 from common.atomic import replace_durably, temp_path
+from common.logging import progress
 from common.parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -548,4 +549,9 @@ def create_instance_files(
     make_fn = functools.partial(_make_writer, str(vocab_file), cfg)
     tasks = list(zip(inputs, outputs, strict=True))
     workers = min(workers, len(tasks))
-    return sum(n for counts in map_chunks(make_fn, tasks, workers, 1) for n in counts)
+    written = 0
+    with progress(total=len(tasks), desc="creating instances", unit="shards") as bar:
+        for counts in map_chunks(make_fn, tasks, workers, 1):
+            written += sum(counts)
+            bar.update(len(counts))
+    return written

@@ -38,8 +38,7 @@ from bert.data.instances import InstanceConfig, create_instance_files, output_di
 from bert.data.sentences import MODES, load_splitter, segment_file
 from bert.data.shard import shard_corpus
 from bert.data.wikipedia import DUMP_URL, download_dump, extract_articles
-from bert.tokenization import VocabError
-from common.download import DownloadError, ExtractError
+from common import cli
 
 log = logging.getLogger(__name__)
 
@@ -178,26 +177,63 @@ STAGES = {
 # --- command line ----------------------------------------------------------------------
 
 
+class _StoreTyped(argparse.Action):
+    """Store the value and, in `<dest>_flag`, the option as typed (an alias or not), so
+    that a message about the value names the flag the user gave."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_flag", option_string)
+
+
+def masking_share(value: str) -> float:
+    """argparse type for --masked-lm-prob: a number in (0, 1] (InstanceConfig's range)."""
+    try:
+        share = cli.fraction(value)
+    except argparse.ArgumentTypeError:
+        share = 0.0
+    if share <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {value!r}")
+    return share
+
+
 def _common_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--data-dir", type=Path, default=Path("data/bert"), help="working folder")
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)"
+        "--workers",
+        type=cli.positive_int,
+        default=os.cpu_count(),
+        help="processes (default: %(default)s, this machine's CPU count)",
     )
-    p.add_argument("--seed", type=int, default=12345, help="seed of sharding and instances")
+    p.add_argument(
+        "--seed", type=cli.nonnegative_int, default=12345, help="seed of sharding and instances"
+    )
     return p
 
 
 def _source_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--dump-url", default=DUMP_URL, help="Wikipedia dump to download")
-    p.add_argument("--dump", type=Path, help="a dump already on disk (no download)")
+    p.add_argument(
+        "--dump-url", default=None, help=f"Wikipedia dump to download; when not given: {DUMP_URL}"
+    )
+    p.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="a dump already on disk; when not given: the one of --dump-url, downloaded",
+    )
     return p
 
 
 def _extract_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--bookcorpus", type=Path, help="folder of BookCorpus .txt books (optional)")
+    p.add_argument(
+        "--bookcorpus",
+        type=Path,
+        default=None,
+        help="folder of BookCorpus .txt books; when not given: Wikipedia alone",
+    )
     return p
 
 
@@ -212,7 +248,7 @@ def _segment_flags() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--punkt-sample-chars",
-        type=int,
+        type=cli.positive_int,
         default=20_000_000,
         help="characters of the corpus to train punkt on",
     )
@@ -221,36 +257,70 @@ def _segment_flags() -> argparse.ArgumentParser:
 
 def _shard_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--num-shards", type=int, default=256, help="training shards")
-    p.add_argument("--eval-fraction", type=float, default=0.0, help="share of documents held out")
-    p.add_argument("--num-eval-shards", type=int, default=1, help="held-out shards")
+    p.add_argument("--num-shards", type=cli.positive_int, default=256, help="training shards")
+    p.add_argument(
+        "--eval-fraction",
+        type=cli.probability,
+        default=0.0,
+        help="share of documents held out for evaluation, in [0, 1); 0: none",
+    )
+    p.add_argument(
+        "--num-eval-shards",
+        type=cli.positive_int,
+        default=None,
+        help="held-out shards (with --eval-fraction > 0); when not given: 1",
+    )
     return p
 
 
 def _instance_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--vocab-file", type=Path, required=True, help="WordPiece vocab.txt")
+    p.add_argument(
+        "--vocab-file",
+        type=Path,
+        required=True,
+        default=argparse.SUPPRESS,
+        help="WordPiece vocab.txt",
+    )
     p.add_argument(
         "--do-lower-case",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="lower-case and strip accents (uncased vocabularies)",
     )
-    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per instance")
+    p.add_argument(
+        "--max-seq-length",
+        type=cli.positive_int,
+        default=128,
+        help="tokens per instance (at least 5: [CLS] a [SEP] b [SEP])",
+    )
     p.add_argument(
         "--max-predictions",
         "--max-predictions-per-seq",
         dest="max_predictions",
-        type=int,
+        type=cli.positive_int,
+        action=_StoreTyped,
         default=20,
-        help="masked tokens per instance at most",
+        help="masked tokens per instance at most (up to --max-seq-length - 3)",
     )
-    p.add_argument("--masked-lm-prob", type=float, default=0.15, help="share of tokens masked")
+    p.set_defaults(max_predictions_flag="--max-predictions")
     p.add_argument(
-        "--short-seq-prob", type=float, default=0.1, help="chance of a shorter target length"
+        "--masked-lm-prob",
+        type=masking_share,
+        default=0.15,
+        help="share of tokens masked, in (0, 1]",
     )
     p.add_argument(
-        "--dupe-factor", type=int, default=5, help="passes over the data, each masked anew"
+        "--short-seq-prob",
+        type=cli.fraction,
+        default=0.1,
+        help="chance of a shorter target length, in [0, 1]",
+    )
+    p.add_argument(
+        "--dupe-factor",
+        type=cli.positive_int,
+        default=5,
+        help="passes over the data, each masked anew",
     )
     p.add_argument(
         "--whole-word-masking", action="store_true", help="mask all pieces of a word together"
@@ -260,21 +330,35 @@ def _instance_flags() -> argparse.ArgumentParser:
         action="store_true",
         help="write unmasked instances, for masking at load time",
     )
-    p.add_argument("--input-dir", type=Path, help="text shards; None: DATA_DIR/sharded")
     p.add_argument(
-        "--output-dir", type=Path, help="HDF5 folder; None: DATA_DIR/<NVIDIA-style name>"
+        "--input-dir",
+        type=Path,
+        default=None,
+        help="text shards; when not given: DATA_DIR/sharded",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="HDF5 folder; when not given: DATA_DIR/<NVIDIA-style name>",
     )
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and, by name, the parser of each stage."""
+    parser = cli.ArgumentParser(
         prog="python -m bert.data.prepare",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[2],
     )
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    sub = parser.add_subparsers(
+        dest="stage",
+        required=True,
+        metavar="STAGE",
+        help="the stage to run; STAGE --help: its flags",
+    )
     common, source, books = _common_flags(), _source_flags(), _extract_flags()
     segment_, shard_, instance_ = _segment_flags(), _shard_flags(), _instance_flags()
     groups = {
@@ -285,28 +369,75 @@ def build_parser() -> argparse.ArgumentParser:
         "instances": [common, instance_],
         "all": [common, source, books, segment_, shard_, instance_],
     }
-    for name, parents in groups.items():
-        sub.add_parser(
+    stages = {
+        name: sub.add_parser(
             name,
             parents=parents,
             help=STAGE_HELP[name],
+            description=STAGE_HELP[name],
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-    return parser
+        for name, parents in groups.items()
+    }
+    return parser, stages
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser, stages = build_parser()
+    args = parser.parse_args(argv)
+    check_flags(stages[args.stage], args)
+    # Defaults that are None only so that check_flags can tell a flag given from one not.
+    if "dump_url" in args and args.dump_url is None:
+        args.dump_url = DUMP_URL
+    if "num_eval_shards" in args and args.num_eval_shards is None:
+        args.num_eval_shards = 1
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag combinations the stage cannot work with, refused before any file is read
+    (`p`: the stage's parser). Only the flags of the stage are looked at."""
+    problems: list[str | None] = [
+        f"--data-dir {args.data_dir} is a file, not a folder" if args.data_dir.is_file() else None
+    ]
+    if "dump" in args:
+        problems.append(
+            cli.conflict(args, "--dump", "--dump-url", "a dump on disk is not downloaded")
+        )
+    if "num_eval_shards" in args:
+        problems.append(
+            f"--num-eval-shards {args.num_eval_shards} needs --eval-fraction > 0: without "
+            "held-out documents there are no eval shards"
+            if args.num_eval_shards is not None and args.eval_fraction == 0
+            else None
+        )
+    if "max_seq_length" in args:
+        length, predictions = args.max_seq_length, args.max_predictions
+        problems += [
+            f"--max-seq-length {length} is too short: an instance needs at least 5 tokens "
+            "([CLS] a [SEP] b [SEP])"
+            if length < 5
+            else None,
+            f"{args.max_predictions_flag} {predictions} exceeds --max-seq-length {length} "
+            f"minus its 3 special tokens ([CLS], [SEP], [SEP]): at most {length - 3}"
+            if predictions > length - 3
+            else None,
+            None
+            if args.vocab_file.is_file()
+            else f"--vocab-file {args.vocab_file} "
+            + ("is not a file" if args.vocab_file.exists() else "does not exist"),
+        ]
+    cli.check_args(p, *problems)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.workers < 1:
-        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    try:
+
+    def run() -> None:
         STAGES[args.stage](args)
-    except (DataError, VocabError, DownloadError, ExtractError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    return cli.run_main(run)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from nltk.tokenize.punkt import PunktSentenceTokenizer, PunktTrainer
 
 from bert.data import DataError, utf8_lines
 from common.atomic import atomic_write
+from common.logging import progress
 from common.parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,18 @@ def segment_file(
     docstring); returns (documents, sentences). Raises `DataError` for an input without
     any document."""
     documents = sentences = 0
-    docs = (line for line in utf8_lines(input_path) if line.strip())
+    size = Path(input_path).stat().st_size if Path(input_path).is_file() else None
+    bar = progress(total=size, desc=f"splitting {Path(input_path).name}", unit="B", unit_scale=True)
+
+    def documents_read():
+        for line in utf8_lines(input_path):
+            bar.update(len(line.encode("utf-8")) + 1)
+            if line.strip():
+                yield line
+
     make_fn = functools.partial(_make_split_fn, splitter)
-    with atomic_write(output_path, "w", encoding="utf-8") as out:
-        for chunk in map_chunks(make_fn, docs, workers, DOCUMENTS_PER_TASK):
+    with atomic_write(output_path, "w", encoding="utf-8") as out, bar:
+        for chunk in map_chunks(make_fn, documents_read(), workers, DOCUMENTS_PER_TASK):
             for doc in chunk:
                 if not doc:
                     continue

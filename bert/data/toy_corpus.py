@@ -27,6 +27,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from bert.tokenization import CONTINUATION, BasicTokenizer
+from common import cli
 from common.atomic import atomic_write
 
 DUMP_NAME = "enwiki-toy-pages-articles.xml.bz2"
@@ -276,20 +277,49 @@ def generate(
     return dump
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.ArgumentParser(
+        prog="python -m bert.data.toy_corpus", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--out-dir", type=Path, default=Path("data/bert_toy"), help="output folder")
-    parser.add_argument("--articles", type=int, default=200, help="generated articles")
-    parser.add_argument("--books", type=int, default=3, help="generated books")
-    parser.add_argument("--seed", type=int, default=1, help="random seed")
-    parser.add_argument("--vocab-size", type=int, default=3000, help="vocabulary size at most")
-    args = parser.parse_args(argv)
-    dump = generate(args.out_dir, args.articles, args.books, args.seed, args.vocab_size)
-    print(f"wrote {dump}, {args.out_dir / 'books'}, {args.out_dir / 'vocab.txt'}")
-    return 0
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("data/bert_toy"),
+        help="folder for the dump, books/, vocab.txt and a README",
+    )
+    p.add_argument("--articles", type=cli.positive_int, default=200, help="generated articles")
+    p.add_argument("--books", type=cli.positive_int, default=3, help="generated books")
+    p.add_argument(
+        "--seed", type=cli.nonnegative_int, default=1, help="random seed: same seed, same files"
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=cli.positive_int,
+        default=3000,
+        help="vocabulary size at most, unless the 5 special tokens and the characters of "
+        "the text (alone and as ## pieces), which are always in, take more",
+    )
+    args = p.parse_args(argv)
+    check_flags(p, args)
+    return args
+
+
+def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags that cannot work, refused before any file is written."""
+    cli.check_args(
+        p,
+        f"--out-dir {args.out_dir} is a file, not a folder" if args.out_dir.is_file() else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run() -> None:
+        dump = generate(args.out_dir, args.articles, args.books, args.seed, args.vocab_size)
+        print(f"wrote {dump}, {args.out_dir / 'books'}, {args.out_dir / 'vocab.txt'}")
+
+    return cli.run_main(run)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from mwparserfromhell.parser import ParserError
 from bert.data import DataError
 from common.atomic import atomic_write
 from common.download import download_recorded
+from common.logging import progress
 from common.parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,10 @@ def extract_articles(
     if not dump.is_file():
         raise DataError(f"Wikipedia dump {dump} does not exist")
     stats = ExtractStats()
-    with atomic_write(output, "w", encoding="utf-8") as out:
+    with (
+        atomic_write(output, "w", encoding="utf-8") as out,
+        progress(desc=f"extracting {dump.name}", unit="articles") as bar,
+    ):
         texts = _article_texts(dump, stats)
         for cleaned in map_chunks(_make_cleaner, texts, workers, ARTICLES_PER_TASK):
             for text in cleaned:
@@ -278,6 +282,7 @@ def extract_articles(
                     stats.articles += 1
                 else:
                     stats.empty += 1
+            bar.update(len(cleaned))
         if stats.articles == 0:
             raise DataError(f"{dump}: no article with text among {stats.pages} pages")
     log.info(

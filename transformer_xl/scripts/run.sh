@@ -8,7 +8,8 @@
 # enwik8_base, text8_base, lm1b_base). --config picks a machine set-up from that file
 # (for example dgxa100_8gpu_fp16 or trainbench); later flags override it.
 # Environment: WORK_DIR (default LM-TFM), DATA (default: the recipe's data folder).
-# Training resumes from WORK_DIR's last checkpoint when there is one.
+# Training resumes from WORK_DIR's last checkpoint when there is one, unless the flags
+# ask for a fresh start (--overwrite) or another checkpoint (--restart).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,7 +22,11 @@ config_file=transformer_xl/configs/${recipe}.yaml
 [[ -f "$config_file" ]] || { echo "no recipe $config_file" >&2; exit 2; }
 
 case "$mode" in
-  train) module=transformer_xl.train; extra=(--resume) ;;
+  train) module=transformer_xl.train; extra=(--resume)
+    # a fresh start (--overwrite) or another checkpoint (--restart) replaces the resume
+    for flag in "$@"; do
+      [[ "$flag" == --overwrite || "$flag" == --restart ]] && extra=()
+    done ;;
   eval) module=transformer_xl.eval; extra=() ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
