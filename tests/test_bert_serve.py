@@ -1,0 +1,449 @@
+"""bert.serve: SQuAD answers from a real Triton Inference Server, over HTTP and gRPC.
+
+Triton needs the serving environment of requirements-triton.txt (numpy<2, so a virtual
+environment of its own: docs/DEPLOYMENT.md), found at .venv-serve/bin/python or named by
+$BERT_SERVE_PYTHON. Without it the tests that need a server are skipped with the reason.
+The servers and their clients run in that interpreter; the predictions they must equal
+come from run_squad --do_predict (or the onnxruntime model) in this one. The clients are
+this file run as a script (`client_main`): JSON calls on stdin, JSON replies on stdout.
+"""
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bert import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE_PYTHON = Path(os.environ.get("BERT_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
+# Windows of 48 tokens every 16: each toy context needs several.
+SQUAD_FLAGS = ("--max_seq_length", "48", "--doc_stride", "16", "--max_query_length", "16",
+               "--predict_batch_size", "8")  # fmt: skip
+MAX_BATCH = 4
+START_S = 120  # a server is up within this, or the test fails with its log
+STOP_S = 20  # SIGTERM to exit, with --shutdown-timeout 3
+CLIENT_S = 120
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def serving_python():
+    """The interpreter of the serving environment; the test is skipped without one."""
+    if not SERVE_PYTHON.is_file():
+        pytest.skip(
+            f"no serving environment at {SERVE_PYTHON}: create it as docs/DEPLOYMENT.md says "
+            "(requirements-triton.txt), or name its python in $BERT_SERVE_PYTHON"
+        )
+    check = "import numpy, pytriton, tritonclient.grpc, tritonclient.http; print(numpy.__version__)"
+    done = subprocess.run(
+        [str(SERVE_PYTHON), "-c", check], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0 or not done.stdout.startswith("1."):
+        why = done.stderr.strip().splitlines()[-1:] or [f"numpy {done.stdout.strip()}"]
+        pytest.skip(
+            f"{SERVE_PYTHON} cannot serve ({why[0]}): pip install -r requirements-triton.txt"
+        )
+    return SERVE_PYTHON
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """16 made-up questions on 4 contexts of two people each, and a tiny random QA model."""
+    import torch
+
+    from bert import toy_squad
+    from bert.model import BertForQuestionAnswering
+    from bert.tiny import build_vocab, tiny_config
+
+    root = tmp_path_factory.mktemp("serve_toy")
+    dev = toy_squad.generate(16, seed=5, split="dev", people=2)
+    (root / "dev.json").write_text(json.dumps(dev), encoding="utf-8")
+    vocab = build_vocab(toy_squad.texts_of(dev), root / "vocab.txt", vocab_size=200)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vocab_size = len(vocab.read_text(encoding="utf-8").splitlines())
+        model = BertForQuestionAnswering(
+            tiny_config(vocab_size, hidden_size=32, max_position_embeddings=64)
+        )
+    model.save_pretrained(root / "model", vocab_file=vocab)
+    questions = [
+        (qa["id"], qa["question"], paragraph["context"])
+        for article in dev["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    ]
+    return {"root": root, "dev": root / "dev.json", "model": root / "model", "questions": questions}
+
+
+@pytest.fixture(scope="module")
+def offline(toy):
+    """run_squad --do_predict's answers: {id: (text, probability of that text)}."""
+    from bert import run_squad
+
+    out = toy["root"] / "offline"
+    flags = ["--setup_file", "", "--init_checkpoint", str(toy["model"]), "--output_dir", str(out),
+             "--do_predict", "--predict_file", str(toy["dev"]), "--threads", "1", *SQUAD_FLAGS]  # fmt: skip
+    assert run_squad.main(flags) == 0
+    predictions = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    nbest = json.loads((out / "nbest_predictions.json").read_text(encoding="utf-8"))
+    answers = {}
+    for qid, text in predictions.items():
+        answers[qid] = (text, next(e["probability"] for e in nbest[qid] if e["text"] == text))
+    assert len({text for text, _ in answers.values()}) > 1  # the model tells contexts apart
+    return answers
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    ports: dict[str, int]
+    log: Path
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def grpc(self):
+        return f"grpc://127.0.0.1:{self.ports['grpc']}"
+
+    def url(self, protocol):
+        return self.http if protocol == "http" else self.grpc
+
+    def stop(self):
+        """SIGTERM; the exit status, or None when it had to be killed after STOP_S."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own group: Triton too
+            self.process.wait(timeout=STOP_S)
+            return None
+
+
+def free_ports(n):
+    """`n` distinct TCP ports free on the loopback now."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def start_server(python, model, log, *flags):
+    """`python -m bert.serve` on free loopback ports, once it says it is serving."""
+    from tests.helpers import clean_env
+
+    ports = dict(zip(("http", "grpc", "metrics"), free_ports(3), strict=True))
+    argv = [str(python), "-m", "bert.serve", "--model", str(model), *SQUAD_FLAGS,
+            "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+            "--metrics-port", str(ports["metrics"]), "--max-batch-size", str(MAX_BATCH),
+            "--max-queue-delay-us", "100000", "--shutdown-timeout", "3", *flags]  # fmt: skip
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    server = Server(process, ports, log)
+    deadline = time.monotonic() + START_S
+    while b"serving bert_squad" not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            tail = log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"bert.serve did not start (exit {process.returncode}):\n{tail}")
+        time.sleep(0.2)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(serving_python, toy):
+    server = start_server(serving_python, toy["model"], toy["root"] / "pytorch.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(toy):
+    from bert.export import export_bert
+
+    export_bert(toy["model"], toy["root"] / "onnx", task="squad")
+    return toy["root"] / "onnx"
+
+
+@pytest.fixture(scope="module")
+def onnx_server(serving_python, toy, onnx_folder):
+    flags = ("--backend", "onnxruntime")
+    server = start_server(serving_python, onnx_folder, toy["root"] / "onnx.log", *flags)
+    yield server
+    server.stop()
+
+
+def client(python, calls):
+    """The replies to `calls` (see `client_main`), made in the serving environment."""
+    from tests.helpers import clean_env
+
+    done = subprocess.run(
+        [str(python), __file__], input=json.dumps(calls), capture_output=True, text=True,
+        cwd=ROOT, env=clean_env(), timeout=CLIENT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def ask(url, question, context):
+    return {"url": url, "ask": [question, context]}
+
+
+def raw(url, *inputs):
+    """A request as given: inputs (name, datatype, shape, values); BYTES values are
+    str, sent as their code points (latin-1), so any byte can be sent."""
+    return {"url": url, "raw": [list(i) for i in inputs]}
+
+
+def texts(*rows):
+    return [[r] for r in rows]
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--int8"], "--int8 is for --backend onnxruntime"),
+        (["--grpc-port", "8000"], "--http-port and --grpc-port are the same port"),
+        (["--http-port", "70000"], "argument --http-port: must be a port from 1 to 65535"),
+        (["--max_seq_length", "19"], "--max_seq_length 19 leaves no room for the context"),
+    ],
+)
+def test_flag_mistakes_end_the_run_in_one_line(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        serve.main(["--model", str(tmp_path), *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m bert.serve: error: {message}")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_answers_equal_the_offline_predictions(protocol, serving_python, server, toy, offline):
+    url = server.url(protocol)
+    replies = client(serving_python, [ask(url, q, c) for _, q, c in toy["questions"]])
+    for (qid, _, _), reply in zip(toy["questions"], replies, strict=True):
+        text, probability = offline[qid]
+        assert reply["answer"] == text, qid
+        assert reply["score"] == pytest.approx(probability, rel=1e-5), qid
+
+
+@pytest.mark.slow
+def test_concurrent_requests_are_batched_by_triton(serving_python, server, toy, offline):
+    questions = toy["questions"][: 2 * MAX_BATCH]
+    calls = [{"concurrent": [ask(server.http, q, c) for _, q, c in questions]}]
+    (replies,) = client(serving_python, calls)
+    assert [r["answer"] for r in replies] == [offline[qid][0] for qid, _, _ in questions]
+    with urllib.request.urlopen(f"{server.http}/v2/models/bert_squad/stats", timeout=30) as r:
+        (stats,) = json.load(r)["model_stats"]
+    assert max(b["batch_size"] for b in stats["batch_stats"]) > 1
+
+
+TOO_LONG = "x" * 20001
+BAD_REQUESTS = {
+    "empty question": (["", "Oren Ashby was born in 1901."], "question is empty"),
+    "blank context": (["Who was born?", " \n\t"], "context is empty"),
+    "context too long": (["Who?", TOO_LONG], "context has 20001 characters, more than the 20000"),
+    "question not UTF-8": (
+        [
+            ("question", "BYTES", [1, 1], texts("\xff\xfe")),
+            ("context", "BYTES", [1, 1], texts("a")),
+        ],
+        "question is not UTF-8 text: byte 0xff at offset 0",
+    ),
+    "wrong data type": (
+        [("question", "INT32", [1, 1], [[7]]), ("context", "BYTES", [1, 1], texts("a"))],
+        "data-type is 'INT32', but model 'bert_squad' expects 'BYTES'",
+    ),
+    "wrong shape": (
+        [("question", "BYTES", [1, 2], [["a", "b"]]), ("context", "BYTES", [1, 2], [["a", "b"]])],
+        "unexpected shape for input",
+    ),
+    "missing input": ([("question", "BYTES", [1, 1], texts("Who?"))], "missing required input"),
+    "batch over the maximum": (
+        [
+            ("question", "BYTES", [MAX_BATCH + 1, 1], texts(*["Who?"] * (MAX_BATCH + 1))),
+            ("context", "BYTES", [MAX_BATCH + 1, 1], texts(*["a b"] * (MAX_BATCH + 1))),
+        ],
+        f"batch-size must be <= {MAX_BATCH}",
+    ),
+    "one bad row": (
+        [
+            ("question", "BYTES", [2, 1], texts("Who?", "Where?")),
+            ("context", "BYTES", [2, 1], texts("a b", "")),
+        ],
+        "row 1: context is empty",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_request_replies(serving_python, server, toy):
+    """For each case of BAD_REQUESTS, by alternate protocols: the reply to the bad request
+    and to the good one sent right after it."""
+    _, question, context = toy["questions"][0]
+    calls = []
+    for i, (request, _) in enumerate(BAD_REQUESTS.values()):
+        url = server.url(("http", "grpc")[i % 2])
+        bad = raw(url, *request) if isinstance(request[0], tuple) else ask(url, *request)
+        calls += [bad, ask(url, question, context)]
+    replies = client(serving_python, calls)
+    return dict(zip(BAD_REQUESTS, zip(replies[::2], replies[1::2], strict=True), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_a_bad_request_gets_an_error_and_the_next_is_answered(
+    case, bad_request_replies, toy, offline
+):
+    bad, good = bad_request_replies[case]
+    assert BAD_REQUESTS[case][1] in bad["error"]
+    assert good["answer"] == offline[toy["questions"][0][0]][0]
+
+
+@pytest.mark.slow
+def test_a_bad_request_batched_with_good_ones_fails_alone(serving_python, server, toy, offline):
+    good = toy["questions"][: MAX_BATCH - 1]
+    requests = [ask(server.grpc, "", "a context without a question")]
+    requests += [ask(server.grpc, q, c) for _, q, c in good]
+    (replies,) = client(serving_python, [{"concurrent": requests}])
+    assert replies[0]["error"] == "question is empty"
+    assert [r["answer"] for r in replies[1:]] == [offline[qid][0] for qid, _, _ in good]
+
+
+@pytest.mark.slow
+def test_health_and_metrics_endpoints_answer(server):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/bert_squad/ready"):
+        with urllib.request.urlopen(server.http + path, timeout=30) as reply:
+            assert reply.status == 200, path
+    metrics_url = f"http://127.0.0.1:{server.ports['metrics']}/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=30) as reply:
+        metrics = reply.read().decode()
+    assert 'nv_inference_request_success{model="bert_squad",version="1"}' in metrics
+
+
+def listening_addresses(port):
+    """The local addresses of the sockets listening on TCP `port` (/proc/net/tcp*)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.append(address)
+    return found
+
+
+@pytest.mark.slow
+def test_every_port_is_bound_to_the_loopback_only(server):
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, v4 and in v6
+    for name, port in server.ports.items():
+        addresses = listening_addresses(port)
+        assert addresses, name
+        assert set(addresses) <= loopback, (name, addresses)
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_answers_as_the_model_does_in_process(
+    serving_python, onnx_server, onnx_folder, toy
+):
+    settings = serve.Settings(
+        model=str(onnx_folder), backend="onnxruntime", max_seq_length=48, doc_stride=16,
+        max_query_length=16,
+    )  # fmt: skip
+    expected = serve.QuestionAnswerer(settings).answer([(q, c) for _, q, c in toy["questions"]])
+    calls = [ask(onnx_server.grpc, q, c) for _, q, c in toy["questions"]]
+    replies = client(serving_python, calls)
+    assert [r["answer"] for r in replies] == [a.text for a in expected]
+    assert [r["score"] for r in replies] == pytest.approx([a.score for a in expected], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_and_closes_its_ports(onnx_server):
+    started = time.monotonic()
+    assert onnx_server.stop() == 0
+    assert time.monotonic() - started < STOP_S
+    assert onnx_server.log.read_text(errors="replace").rstrip().endswith("stopped")
+    for port in onnx_server.ports.values():
+        assert listening_addresses(port) == []
+
+
+# -------------------------------------------------------------- the client (a script)
+
+
+def client_main():
+    """Run in the serving environment by `client`: a JSON list of calls on stdin, each
+    {"url", "ask": [question, context]}, {"url", "raw": [[name, datatype, shape, values]]}
+    or {"concurrent": [calls]}; their replies as a JSON list on stdout: {"answer",
+    "score"} (lists for raw), {"error"}, or a list of replies for "concurrent"."""
+    calls = json.load(sys.stdin)
+    print(json.dumps([reply(call) for call in calls]))
+
+
+def reply(call):
+    if "concurrent" in call:
+        with concurrent.futures.ThreadPoolExecutor(len(call["concurrent"])) as pool:
+            return list(pool.map(reply, call["concurrent"]))
+    if "ask" in call:
+        try:
+            answer = serve.ask(call["url"], *call["ask"])
+        except serve.RequestError as exc:
+            return {"error": str(exc)}
+        return {"answer": answer.text, "score": answer.score}
+    return raw_reply(call["url"], call["raw"])
+
+
+def raw_reply(url, inputs):
+    import tritonclient.grpc
+    import tritonclient.http
+    from tritonclient.utils import InferenceServerException
+
+    protocol, address = url.split("://")
+    module = tritonclient.grpc if protocol == "grpc" else tritonclient.http
+    tensors = []
+    for name, datatype, shape, values in inputs:
+        if datatype == "BYTES":
+            data = np.array([[v.encode("latin-1") for v in row] for row in values], dtype=object)
+        else:
+            data = np.array(values, dtype=np.int32)
+        tensor = module.InferInput(name, shape, datatype)
+        tensor.set_data_from_numpy(data)
+        tensors.append(tensor)
+    client = module.InferenceServerClient(address)
+    try:
+        result = client.infer("bert_squad", tensors)
+    except InferenceServerException as exc:
+        return {"error": exc.message()}
+    finally:
+        client.close()
+    answers = [a.decode("utf-8") for a in result.as_numpy("answer")[:, 0]]
+    return {"answer": answers, "score": result.as_numpy("score")[:, 0].tolist()}
+
+
+if __name__ == "__main__":
+    client_main()
