@@ -241,13 +241,15 @@ def mask_batch(
     ids: MaskingIds,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """BERT's masking of a batch [B, L] (bert.data.instances.mask_tokens: 15% of the
-    tokens other than [CLS], [SEP] and padding; 80% [MASK], 10% random, 10% kept) ->
+    """BERT's masking of a batch [B, L] (bert.data.instances.mask_tokens: 15% of each
+    instance's tokens, [CLS] and [SEP]s counted, chosen among the others; 80% [MASK],
+    10% random, 10% kept) ->
     int64 (input_ids [B, L], masked_lm_positions [B, P], masked_lm_ids [B, P])."""
     special = special_token_mask(input_ids, input_mask, (ids.cls, ids.sep))
     masked, positions, labels = mask_tokens(
-        input_ids, special, vocab_size, rng, MASK_PROB, max_predictions, ids.mask
-    )
+        input_ids, special, vocab_size, rng, MASK_PROB, max_predictions, ids.mask,
+        lengths=np.asarray(input_mask).sum(-1),
+    )  # fmt: skip
     return masked.astype(np.int64), positions.astype(np.int64), labels.astype(np.int64)
 
 

@@ -441,15 +441,37 @@ def masking_batch(rows=2000, length=128, seed=0):
     return ids, special
 
 
+def reference_count(tokens: int, masked_lm_prob: float, max_predictions: int) -> int:
+    """Google's create_pretraining_data: the number of masked positions of an instance of
+    `tokens` tokens, [CLS] and both [SEP]s counted (Python's round: half to even)."""
+    return min(max_predictions, max(1, int(round(tokens * masked_lm_prob))))
+
+
+def test_masked_count_is_the_references_over_the_whole_instance():
+    # 17 tokens: 15% is 2.55 -> 3 with [CLS]/[SEP]s counted; 14 candidates would give 2.
+    assert [reference_count(n, 0.15, 20) for n in (3, 10, 17, 30, 200)] == [1, 2, 3, 4, 20]
+    ids = np.array([[2, *range(10, 17), 3, *range(20, 27), 3, 0, 0]], dtype=np.int32)
+    special = (ids == 0) | np.isin(ids, [2, 3])
+    lengths = (ids != 0).sum(1)  # 17
+    for seed in range(20):
+        _, positions, _ = mask_tokens(
+            ids, special, 1000, np.random.default_rng(seed), 0.15, 20, mask_id=4, lengths=lengths
+        )
+        assert (positions > 0).sum() == 3
+
+
 def test_masking_picks_15_percent_and_replaces_80_10_10():
     ids, special = masking_batch()
+    lengths = (ids != 0).sum(1)  # the real tokens, [CLS] and [SEP]s included
     masked, positions, labels = mask_tokens(
-        ids, special, 1000, np.random.default_rng(0), 0.15, 16, mask_id=4
+        ids, special, 1000, np.random.default_rng(0), 0.15, 16, mask_id=4, lengths=lengths
     )
-    candidates = (~special).sum(1)
-    expected = np.minimum(16, np.maximum(1, np.round(candidates * 0.15)))
+    expected = np.array([reference_count(int(n), 0.15, 16) for n in lengths])
     assert np.array_equal((positions > 0).sum(1), expected)
-    assert (candidates * 0.15 > 16).any()  # the cap is exercised
+    assert (lengths * 0.15 > 16).any()  # the cap is exercised
+    candidates = (~special).sum(1)
+    fewer = np.round(candidates * 0.15) < np.round(lengths * 0.15)
+    assert fewer.mean() > 0.05  # the old count (candidates only) would differ on these
     rows, slots = np.nonzero(positions)
     chosen = positions[rows, slots]
     assert not special[rows, chosen].any()
@@ -575,8 +597,8 @@ def test_instances_are_cls_a_sep_b_sep_with_segment_ids(phase1_file, toy_tokeniz
 
 def test_masked_count_follows_the_rule_per_instance(phase1_file):
     arrays, _ = read_h5(phase1_file)
-    candidates = arrays["input_mask"].sum(1) - 3  # [CLS], [SEP], [SEP] are never masked
-    expected = np.minimum(20, np.maximum(1, np.round(candidates * 0.15)))
+    tokens = arrays["input_mask"].sum(1)  # [CLS], [SEP], [SEP] counted, never masked
+    expected = np.array([reference_count(int(n), 0.15, 20) for n in tokens])
     assert np.array_equal((arrays["masked_lm_positions"] > 0).sum(1), expected)
 
 

@@ -236,7 +236,7 @@ def test_dynamic_masking_masks_ordinary_tokens_of_the_original_sequences(id_shar
     batch = next(loader(id_shards, max_predictions=4, **kw))
     positions, labels = batch["masked_lm_positions"], batch["masked_lm_ids"]
     valid = positions > 0
-    assert valid.sum(1).eq(2).all()  # round(0.15 * 15): [CLS] is no candidate
+    assert valid.sum(1).eq(2).all()  # round(0.15 * 16): the whole sequence counts
     rows = torch.arange(40).unsqueeze(1).expand_as(positions)[valid]
     assert torch.equal(labels[valid], originals[rows, positions[valid]])
     untouched = torch.ones_like(originals, dtype=torch.bool)

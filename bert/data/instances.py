@@ -17,8 +17,11 @@ Instances, with the rules of BERT's reference data generator (our own implementa
   longer side (B on a tie), at its front or back with equal probability.
 - Instance: [CLS] A [SEP] B [SEP], segment ids 0 up to and including the first [SEP],
   1 after; padded with id 0 to `max_seq_length`. All instances of a file are shuffled.
-- Masking (`mask_tokens`): round(15 %) of the tokens other than [CLS]/[SEP] (at least 1,
-  at most `max_predictions_per_seq`) are chosen; each becomes [MASK] with probability
+- Masking (`mask_tokens`): as Google's create_pretraining_data, the instance gets
+  min(max_predictions_per_seq, max(1, round(len(tokens) * masked_lm_prob))) masked
+  positions, where `tokens` is the whole instance, [CLS] and both [SEP]s included
+  (round: half to even, as Python's), chosen among the tokens other than [CLS]/[SEP]
+  (fewer when there are not that many); each becomes [MASK] with probability
   0.8, a uniformly random vocabulary id with 0.1, and stays with 0.1. Whole-word
   masking chooses words (a token and the "##" pieces after it) instead of tokens and
   skips a word that would overshoot the count. Positions come sorted.
@@ -175,6 +178,7 @@ def _mask_rows(
     max_predictions: int,
     mask_id: int,
     starts: np.ndarray | None,
+    lengths: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     masked = ids.copy()
     positions = np.zeros((ids.shape[0], max_predictions), dtype=np.int32)
@@ -183,7 +187,9 @@ def _mask_rows(
         candidates = np.flatnonzero(~special[row])
         if len(candidates) == 0:
             continue
-        count = min(max_predictions, max(1, round(len(candidates) * masked_lm_prob)))
+        # The reference counts the whole instance ([CLS], [SEP]s included), not only the
+        # candidates: shorter instances get one position more than a candidates' count.
+        count = min(max_predictions, max(1, round(int(lengths[row]) * masked_lm_prob)))
         chosen = _choose_positions(candidates, None if starts is None else starts[row], count, rng)
         draw = rng.random(len(chosen))
         random_ids = rng.integers(0, vocab_size, len(chosen))
@@ -214,6 +220,7 @@ def mask_tokens(
     max_predictions: int,
     mask_id: int,
     whole_word_starts=None,
+    lengths=None,
 ):
     """BERT's masking of a batch (module docstring), for instance creation and for masking
     at load time.
@@ -221,6 +228,9 @@ def mask_tokens(
     input_ids [B, L] or [L] (numpy array or torch tensor); special_mask, whole_word_starts:
     bool of the same shape (True: never mask / token starts a word; see `special_token_mask`
     and `word_start_table`); whole_word_starts None masks tokens independently.
+    lengths [B] or a number: each instance's tokens, [CLS] and [SEP]s included (its
+    input_mask sum), which set the number of masked positions; None: every row is
+    unpadded (its full length L).
     Returns (masked_ids like input_ids, positions [B, P], labels [B, P]) with P =
     max_predictions, positions sorted and 0-padded, labels the original ids (0-padded):
     numpy int32, or torch int64 on the input's device for a torch input. The same
@@ -232,6 +242,9 @@ def mask_tokens(
     if single:
         ids, special = ids[None], special[None]
         starts = None if starts is None else starts[None]
+    lengths = np.broadcast_to(
+        ids.shape[1] if lengths is None else _to_numpy(lengths), ids.shape[:1]
+    )
     masked, positions, labels = _mask_rows(
         ids,
         special.astype(bool),
@@ -241,6 +254,7 @@ def mask_tokens(
         max_predictions,
         mask_id,
         None if starts is None else starts.astype(bool),
+        lengths,
     )
     if single:
         masked, positions, labels = masked[0], positions[0], labels[0]
@@ -517,6 +531,7 @@ def write_instances(
                         preds,
                         vocab.mask_id,
                         starts,
+                        lengths=block["input_mask"].sum(1),
                     )
                     block.update(input_ids=ids, masked_lm_positions=positions, masked_lm_ids=labels)
                 for name, values in block.items():
