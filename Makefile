@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: help setup setup-test demo test test-avx2 test-fast gpu-check lint format clean
+.PHONY: help setup setup-test serve-env demo test test-avx2 test-fast gpu-check lint format clean
 
 GPU_CHECK_OUT ?= results/gpu_check
 
@@ -12,8 +12,12 @@ help:  ## list the targets
 setup:  ## install runtime dependencies (keeps an installed torch)
 	bash scripts/setup.sh runtime
 
-setup-test:  ## install runtime and test dependencies
+setup-test:  ## install runtime and test dependencies, and the serving environment
 	bash scripts/setup.sh test
+	bash scripts/serve_env.sh || echo "no serving environment: the Triton tests will skip"
+
+serve-env:  ## the Triton serving environment (.venv-serve, numpy<2; docs/DEPLOYMENT.md)
+	bash scripts/serve_env.sh
 
 demo: setup  ## the main job: short CPU runs on small bundled data, with their metrics
 	$(PYTHON) -m scripts.demo

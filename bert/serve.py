@@ -37,9 +37,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import signal
+import socket
 import sys
 import sysconfig
 import tempfile
@@ -214,7 +216,9 @@ def read_text(value: Any, name: str, limit: int, flag: str) -> str:
     if not isinstance(value, bytes):
         raise RequestError(f"{name} must be BYTES (UTF-8 text)")
     if len(value) > 4 * limit:  # a UTF-8 character has at most 4 bytes: too long already
-        raise RequestError(f"{name} has more than {limit} characters, the most accepted ({flag})")
+        raise RequestError(
+            f"{name} has more than the {limit} characters this server accepts ({flag})"
+        )
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -354,8 +358,6 @@ def ask(url: str, question: str, context: str, timeout_s: float = 60.0) -> Answe
 
 def _require(module: str) -> Any:
     """A serving package, or a one-line error saying how to get it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -393,8 +395,27 @@ def check_serving_packages() -> None:
         )
 
 
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """`ServeError` naming the flag of the first port nobody may listen on at `host` now
+    (in use, or a host that is not this machine's): Triton would stop on it unexplained."""
+    for flag, number in ports.items():
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, number, type=socket.SOCK_STREAM
+            )[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does
+                probe.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ServeError(
+                f"{flag} {number}: cannot listen on {host}:{number} ({reason})"
+            ) from None
+
+
 def serve(args: argparse.Namespace) -> int:
-    """Check the model, start Triton, wait for SIGTERM or SIGINT, stop Triton."""
+    """Check the ports and the model, start Triton, wait for SIGTERM or SIGINT, stop Triton."""
+    check_ports(args.host, port_flags(args))
     check_serving_packages()
     from pytriton.triton import Triton, TritonConfig
 
@@ -422,7 +443,10 @@ def serve(args: argparse.Namespace) -> int:
             )
         )
         try:
-            triton.run()
+            try:
+                triton.run()
+            except Exception as exc:  # PyTriton's: a timeout, a server that stopped
+                raise ServeError(f"Triton Inference Server did not start: {exc}") from exc
             print(
                 f"serving {MODEL_NAME} ({args.backend}) on HTTP http://{args.host}:"
                 f"{args.http_port}, gRPC {args.host}:{args.grpc_port}, metrics http://"
@@ -537,10 +561,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def port_flags(args: argparse.Namespace) -> dict[str, int]:
+    return {"--http-port": args.http_port, "--grpc-port": args.grpc_port,
+            "--metrics-port": args.metrics_port}  # fmt: skip
+
+
 def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flag combinations refused before the model is read."""
-    ports = {"--http-port": args.http_port, "--grpc-port": args.grpc_port,
-             "--metrics-port": args.metrics_port}  # fmt: skip
+    ports = port_flags(args)
     same = [flag for flag, value in ports.items() if list(ports.values()).count(value) > 1]
     cli.check_args(
         p,

@@ -9,12 +9,14 @@ this file run as a script (`client_main`): JSON calls on stdin, JSON replies on 
 """
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -22,8 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from bert import serve
+from bert import run_squad, serve, toy_squad
+from bert.export import export_bert
+from bert.model import BertForQuestionAnswering
+from bert.tiny import build_vocab, tiny_config
+from tests.helpers import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_PYTHON = Path(os.environ.get("BERT_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
@@ -62,12 +69,6 @@ def serving_python():
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """16 made-up questions on 4 contexts of two people each, and a tiny random QA model."""
-    import torch
-
-    from bert import toy_squad
-    from bert.model import BertForQuestionAnswering
-    from bert.tiny import build_vocab, tiny_config
-
     root = tmp_path_factory.mktemp("serve_toy")
     dev = toy_squad.generate(16, seed=5, split="dev", people=2)
     (root / "dev.json").write_text(json.dumps(dev), encoding="utf-8")
@@ -91,8 +92,6 @@ def toy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def offline(toy):
     """run_squad --do_predict's answers: {id: (text, probability of that text)}."""
-    from bert import run_squad
-
     out = toy["root"] / "offline"
     flags = ["--setup_file", "", "--init_checkpoint", str(toy["model"]), "--output_dir", str(out),
              "--do_predict", "--predict_file", str(toy["dev"]), "--threads", "1", *SQUAD_FLAGS]  # fmt: skip
@@ -149,8 +148,6 @@ def free_ports(n):
 
 def start_server(python, model, log, *flags):
     """`python -m bert.serve` on free loopback ports, once it says it is serving."""
-    from tests.helpers import clean_env
-
     ports = dict(zip(("http", "grpc", "metrics"), free_ports(3), strict=True))
     argv = [str(python), "-m", "bert.serve", "--model", str(model), *SQUAD_FLAGS,
             "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
@@ -181,8 +178,6 @@ def server(serving_python, toy):
 
 @pytest.fixture(scope="module")
 def onnx_folder(toy):
-    from bert.export import export_bert
-
     export_bert(toy["model"], toy["root"] / "onnx", task="squad")
     return toy["root"] / "onnx"
 
@@ -197,8 +192,6 @@ def onnx_server(serving_python, toy, onnx_folder):
 
 def client(python, calls):
     """The replies to `calls` (see `client_main`), made in the serving environment."""
-    from tests.helpers import clean_env
-
     done = subprocess.run(
         [str(python), __file__], input=json.dumps(calls), capture_output=True, text=True,
         cwd=ROOT, env=clean_env(), timeout=CLIENT_S,
@@ -240,6 +233,35 @@ def test_flag_mistakes_end_the_run_in_one_line(flags, message, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith(f"python -m bert.serve: error: {message}")
     assert err.count("\n") == 1
+
+
+def test_a_port_in_use_ends_the_run_in_one_line(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        http, metrics = free_ports(2)
+        argv = ["--model", str(tmp_path), "--http-port", str(http), "--grpc-port", str(taken),
+                "--metrics-port", str(metrics)]  # fmt: skip
+        assert serve.main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: --grpc-port {taken}: cannot listen on 127.0.0.1:{taken} "
+        "(Address already in use)\n"
+    )
+
+
+def test_serving_from_another_environment_says_where_to_get_one(tmp_path, capsys):
+    if importlib.util.find_spec("pytriton") and np.__version__.startswith("1."):
+        pytest.skip("this interpreter is a serving environment")
+    http, grpc, metrics = free_ports(3)
+    argv = ["--model", str(tmp_path), "--http-port", str(http), "--grpc-port", str(grpc),
+            "--metrics-port", str(metrics)]  # fmt: skip
+    assert serve.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.endswith("serve from the environment of requirements-triton.txt "
+                        "(docs/DEPLOYMENT.md)\n")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -407,8 +429,14 @@ def client_main():
 
 def reply(call):
     if "concurrent" in call:
+        together = threading.Barrier(len(call["concurrent"]))  # sent at once, batched
+
+        def send(one):
+            together.wait(timeout=CLIENT_S)
+            return reply(one)
+
         with concurrent.futures.ThreadPoolExecutor(len(call["concurrent"])) as pool:
-            return list(pool.map(reply, call["concurrent"]))
+            return list(pool.map(send, call["concurrent"]))
     if "ask" in call:
         try:
             answer = serve.ask(call["url"], *call["ask"])
