@@ -1,4 +1,4 @@
-"""BERT pre-training data, stage by stage: Wikipedia (+ BookCorpus) -> HDF5 instance shards.
+"""BERT pre-training data, stage by stage: Wikipedia or PubMed (+ BookCorpus) -> HDF5 shards.
 
     python -m bert.data.prepare all --data-dir data/bert --vocab-file vocab.txt \\
         [--bookcorpus DIR] [--dump PATH] [--max-seq-length 128 --max-predictions 20] ...
@@ -6,8 +6,10 @@
 Stages (subcommands) and what they write under --data-dir:
 
   download   downloads/wikipedia/enwiki-latest-pages-articles.xml.bz2 (+ sha256.json);
-             skipped with --dump PATH (a dump already on disk)
+             skipped with --dump PATH (a dump already on disk); with --corpus pubmed:
+             downloads/pubmed/pubmedYYnNNNN.xml.gz (+ .md5, index.html)
   extract    formatted/wikicorpus_en.txt       one plain-text article per line
+             formatted/pubmed.txt              one title + abstract per line (--corpus pubmed)
              formatted/bookcorpus.txt          one book per line (with --bookcorpus DIR)
   segment    segmented/<same names>            one sentence per line, blank line after
                                                each document (NLTK punkt)
@@ -17,6 +19,9 @@ Stages (subcommands) and what they write under --data-dir:
              12345_dupe_factor_5/{training,eval}/shard_NNNNN.hdf5 (NVIDIA's folder name)
   all        every stage in turn; stages whose outputs exist are skipped (the dump is not
              even needed once formatted/wikicorpus_en.txt exists)
+
+segment and shard take every formatted corpus in --data-dir: give PubMed a --data-dir of
+its own to pre-train on it alone.
 
 Every output is written atomically and skipped when present, so rerunning an interrupted
 command continues where it stopped; to redo a stage, delete its outputs (and those made
@@ -35,6 +40,7 @@ from pathlib import Path
 from bert.data import DataError
 from bert.data.bookcorpus import format_books
 from bert.data.instances import InstanceConfig, create_instance_files, output_dir_name
+from bert.data.pubmed import BASELINE_URL, download_baseline, extract_abstracts
 from bert.data.sentences import MODES, load_splitter, segment_file
 from bert.data.shard import shard_corpus
 from bert.data.wikipedia import DUMP_URL, download_dump, extract_articles
@@ -42,8 +48,10 @@ from common import cli
 
 log = logging.getLogger(__name__)
 
-WIKI, BOOKS = "wikicorpus_en.txt", "bookcorpus.txt"
-CORPORA = (WIKI, BOOKS)  # shard input order
+WIKI, BOOKS, PUBMED = "wikicorpus_en.txt", "bookcorpus.txt", "pubmed.txt"
+CORPORA = (WIKI, BOOKS, PUBMED)  # shard input order
+# The flags that only one --corpus reads.
+CORPUS_FLAGS = {"wikipedia": ("--dump", "--dump-url"), "pubmed": ("--pubmed-url", "--max-files")}
 
 
 def _formatted(data_dir: Path) -> Path:
@@ -65,8 +73,17 @@ def _existing(folder: Path) -> list[Path]:
 # --- stages ----------------------------------------------------------------------------
 
 
-def download(args: argparse.Namespace) -> Path:
-    """The dump: --dump as given, else downloaded from --dump-url."""
+def pubmed_files(args: argparse.Namespace) -> list[Path]:
+    """The PubMed baseline files (the first --max-files), downloaded from --pubmed-url."""
+    dest = args.data_dir / "downloads" / "pubmed"
+    return download_baseline(args.pubmed_url, dest, args.max_files)
+
+
+def download(args: argparse.Namespace) -> Path | list[Path]:
+    """The dump: --dump as given, else downloaded from --dump-url; with --corpus pubmed,
+    the baseline files."""
+    if args.corpus == "pubmed":
+        return pubmed_files(args)
     if args.dump is not None:
         if not args.dump.is_file():
             raise DataError(f"Wikipedia dump {args.dump} does not exist")
@@ -75,10 +92,14 @@ def download(args: argparse.Namespace) -> Path:
 
 
 def extract(args: argparse.Namespace) -> None:
-    """Wikipedia dump -> one article per line; BookCorpus folder -> one book per line."""
+    """Wikipedia dump (or PubMed files) -> one article per line; BookCorpus folder -> one
+    book per line."""
     out = _formatted(args.data_dir)
-    if (out / WIKI).exists():
-        log.info("%s exists: extraction skipped", out / WIKI)
+    corpus = PUBMED if args.corpus == "pubmed" else WIKI
+    if (out / corpus).exists():
+        log.info("%s exists: extraction skipped", out / corpus)
+    elif args.corpus == "pubmed":
+        extract_abstracts(pubmed_files(args), out / PUBMED, args.workers)
     else:
         extract_articles(download(args), out / WIKI, args.workers)
     if args.bookcorpus is not None:
@@ -157,8 +178,9 @@ def run_all(args: argparse.Namespace) -> None:
 
 
 STAGE_HELP = {
-    "download": "download the Wikipedia dump (skipped with --dump)",
-    "extract": "dump -> one article per line; BookCorpus folder -> one book per line",
+    "download": "download the Wikipedia dump (skipped with --dump) or the PubMed files",
+    "extract": "dump or PubMed files -> one article per line; BookCorpus folder -> one "
+    "book per line",
     "segment": "one sentence per line, blank line between documents (punkt)",
     "shard": "training (and held-out) text shards, documents kept whole",
     "instances": "masked LM + next-sentence instances, one HDF5 file per text shard",
@@ -215,6 +237,12 @@ def _common_flags() -> argparse.ArgumentParser:
 def _source_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
+        "--corpus",
+        choices=tuple(CORPUS_FLAGS),
+        default="wikipedia",
+        help="English Wikipedia, or the titles and abstracts of PubMed (as BioBERT)",
+    )
+    p.add_argument(
         "--dump-url", default=None, help=f"Wikipedia dump to download; when not given: {DUMP_URL}"
     )
     p.add_argument(
@@ -222,6 +250,17 @@ def _source_flags() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="a dump already on disk; when not given: the one of --dump-url, downloaded",
+    )
+    p.add_argument(
+        "--pubmed-url",
+        default=None,
+        help=f"PubMed baseline folder (an index of .xml.gz files); when not given: {BASELINE_URL}",
+    )
+    p.add_argument(
+        "--max-files",
+        type=cli.positive_int,
+        default=None,
+        help="the first N PubMed files only; when not given: all",
     )
     return p
 
@@ -232,7 +271,7 @@ def _extract_flags() -> argparse.ArgumentParser:
         "--bookcorpus",
         type=Path,
         default=None,
-        help="folder of BookCorpus .txt books; when not given: Wikipedia alone",
+        help="folder of BookCorpus .txt books; when not given: the --corpus alone",
     )
     return p
 
@@ -389,6 +428,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Defaults that are None only so that check_flags can tell a flag given from one not.
     if "dump_url" in args and args.dump_url is None:
         args.dump_url = DUMP_URL
+    if "pubmed_url" in args and args.pubmed_url is None:
+        args.pubmed_url = BASELINE_URL
     if "num_eval_shards" in args and args.num_eval_shards is None:
         args.num_eval_shards = 1
     return args
@@ -404,6 +445,13 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         problems.append(
             cli.conflict(args, "--dump", "--dump-url", "a dump on disk is not downloaded")
         )
+        problems += [
+            f"{flag} is for --corpus {corpus} only, not --corpus {args.corpus}"
+            for corpus, flags in CORPUS_FLAGS.items()
+            if corpus != args.corpus
+            for flag in flags
+            if getattr(args, flag[2:].replace("-", "_")) is not None
+        ]
     if "num_eval_shards" in args:
         problems.append(
             f"--num-eval-shards {args.num_eval_shards} needs --eval-fraction > 0: without "
