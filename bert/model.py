@@ -7,7 +7,8 @@
     heads        pre-training: MLM (dense, gelu, LN, decoder tied to the word embeddings,
                  own bias) and NSP (2-way linear on the pooled output); question answering
                  (start/end logits per token); sequence classification (dropout, linear on
-                 the pooled output)
+                 the pooled output); token classification (dropout, linear on every
+                 position's output, no pooler)
 
 Attention runs through `scaled_dot_product_attention` with an additive padding mask
 (attention_mask [B, S]: 1 = token, 0 = padding; padded keys get -10000, as in the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -525,6 +527,71 @@ class BertForSequenceClassification(BertPreTrainedModel):
         """[B, S] inputs -> logits [B, num_labels]."""
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask)
         return self.classifier(self.dropout(pooled))
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """Encoder (no pooler) + dropout and a linear classifier on every position: one tag
+    per token (named-entity recognition). `labels` names the tags in classifier order;
+    they are saved as config.json's id2label / label2id, as transformers writes them."""
+
+    def __init__(
+        self,
+        config: BertConfig,
+        num_labels: int | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(config)
+        if labels is None:
+            labels = [f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)]
+        labels = list(labels)
+        if num_labels is not None and num_labels != len(labels):
+            raise ValueError(f"num_labels {num_labels} differs from the {len(labels)} labels given")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels repeat a name: {labels}")
+        self.labels = labels
+        self.num_labels = len(labels)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
+        self.init_weights()
+
+    @classmethod
+    def _init_kwargs(
+        cls, state: dict[str, torch.Tensor], raw_config: dict[str, Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Without `labels`: the names of the config's id2label, sized as the checkpoint's
+        classifier (or `num_labels`). With `labels` that are the checkpoint's own in another
+        order, the checkpoint's order, so that its classifier rows keep their meaning."""
+        id2label = raw_config.get("id2label") or {}
+        saved = [str(id2label[k]) for k in sorted(id2label, key=int)]
+        rows = state["classifier.weight"].shape[0] if "classifier.weight" in state else None
+        given = kwargs.get("labels")
+        if given is not None:
+            if rows == len(given) and sorted(saved) == sorted(given):
+                return {**kwargs, "labels": saved}
+            return kwargs
+        num_labels = kwargs.get("num_labels") or rows or len(saved) or 2
+        return {
+            **kwargs,
+            "num_labels": num_labels,
+            "labels": saved if len(saved) == num_labels else None,
+        }
+
+    def _hf_config_extras(self) -> dict[str, Any]:
+        return {
+            "id2label": {str(i): label for i, label in enumerate(self.labels)},
+            "label2id": {label: i for i, label in enumerate(self.labels)},
+        }
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B, S] inputs -> logits [B, S, num_labels]."""
+        sequence, _ = self.bert(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(sequence))
 
 
 def check_vocab(

@@ -23,6 +23,8 @@ ENTRY_POINTS = {
                        "--init_checkpoint", NOPE, "--setup_file", ""],
     "bert.run_glue": ["--task_name", "SST-2", "--do_train", "--data_dir", NOPE,
                       "--output_dir", NOPE, "--init_checkpoint", NOPE, "--setup_file", ""],
+    "bert.run_ner": ["--do_train", "--train_file", NOPE, "--output_dir", NOPE,
+                     "--init_checkpoint", NOPE, "--setup_file", ""],
     "bert.benchmark": [],
     "scripts.toolkit_check": ["--save-dir", NOPE],
     "scripts.benchmark": ["--out-dir", NOPE],
@@ -41,6 +43,7 @@ FP16_SPELLINGS = {
     "bert.run_pretraining": [["--amp"]],
     "bert.run_squad": [["--fp16"]],
     "bert.run_glue": [["--precision", "fp16"]],
+    "bert.run_ner": [["--amp"]],
     "bert.benchmark": [["--math", "fp16"]],
     "scripts.toolkit_check": [["--math", "fp16"]],
 }
