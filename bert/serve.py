@@ -35,17 +35,9 @@ unless told otherwise: Triton has no authentication, so expose it on purpose onl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import importlib
 import json
-import os
-import signal
-import socket
 import sys
-import sysconfig
-import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,29 +50,14 @@ from bert import export, squad
 from bert.finetune import select
 from bert.model import check_vocab
 from bert.tokenization import FullTokenizer
-from common import cli
-from common.errors import UserError
+from common import cli, serving
 from common.onnxrt import cpu_session
-from common.triton_repo import TensorSpec, write_model_repository
+from common.serving import RequestError, ServeError
+from common.triton_repo import TensorSpec
 
 MODEL_NAME = "bert_squad"
 INPUTS = ("question", "context")
-ROOT = Path(__file__).resolve().parent.parent  # the repository: bert/ must be importable
 BACKENDS = ("pytorch", "onnxruntime")
-SERVING_REQUIREMENTS = "requirements-triton.txt"
-# The repository's model.py: Triton's Python backend imports the model class from it.
-MODEL_SHIM = (
-    "# Written by python -m bert.serve: the model lives in bert/serve.py.\n"
-    "from bert.serve import TritonPythonModel  # noqa: F401\n"
-)
-
-
-class ServeError(UserError):
-    """A model folder or a set-up that cannot be served."""
-
-
-class RequestError(UserError):
-    """A request the server refused; the message is the server's."""
 
 
 @dataclass(frozen=True)
@@ -213,24 +190,9 @@ class QuestionAnswerer:
 def read_text(value: Any, name: str, limit: int, flag: str) -> str:
     """The text of one BYTES element of input `name`; `RequestError` saying what is wrong
     when it is not UTF-8, holds no word, or has more than `limit` characters."""
-    if not isinstance(value, bytes):
-        raise RequestError(f"{name} must be BYTES (UTF-8 text)")
-    if len(value) > 4 * limit:  # a UTF-8 character has at most 4 bytes: too long already
-        raise RequestError(
-            f"{name} has more than the {limit} characters this server accepts ({flag})"
-        )
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RequestError(
-            f"{name} is not UTF-8 text: byte 0x{value[exc.start]:02x} at offset {exc.start}"
-        ) from None
+    text = serving.decode_text(value, name, limit, flag)
     if not text.strip():
         raise RequestError(f"{name} is empty")
-    if len(text) > limit:
-        raise RequestError(
-            f"{name} has {len(text)} characters, more than the {limit} this server accepts ({flag})"
-        )
     return text
 
 
@@ -265,8 +227,7 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils  # only inside Triton's stub
 
         self.pb = pb_utils
-        config = json.loads(args["model_config"])
-        self.settings = Settings(**json.loads(config["parameters"]["settings"]["string_value"]))
+        self.settings = serving.read_settings(args, Settings)
         torch.set_num_threads(self.settings.threads)
         self.answerer = QuestionAnswerer(self.settings)
 
@@ -296,31 +257,6 @@ class TritonPythonModel:
         return responses
 
 
-def write_repository(
-    folder: Path, settings: Settings, max_batch_size: int, queue_delay_us: int, instances: int
-) -> Path:
-    """A Triton model repository in `folder` (which must exist) holding the model:
-    model.py, and a config with its tensors, dynamic batching, CPU instances and
-    `settings` as JSON. Returns the repository."""
-    shim = folder / "model.py"
-    shim.write_text(MODEL_SHIM, encoding="utf-8")
-    repository = folder / "repository"
-    write_model_repository(
-        repository,
-        MODEL_NAME,
-        platform="python",
-        inputs=[TensorSpec(name, "TYPE_STRING", [1]) for name in INPUTS],
-        outputs=[TensorSpec("answer", "TYPE_STRING", [1]), TensorSpec("score", "TYPE_FP32", [1])],
-        max_batch_size=max_batch_size,
-        preferred_batch_sizes=[],
-        max_queue_delay_us=queue_delay_us,
-        instance_count=instances,
-        files={"model.py": shim},
-        parameters={"settings": json.dumps(dataclasses.asdict(settings))},
-    )
-    return repository
-
-
 # ------------------------------------------------------------------------ the client
 
 
@@ -328,137 +264,35 @@ def ask(url: str, question: str, context: str, timeout_s: float = 60.0) -> Answe
     """The server's answer to `question` about `context`. `url` is HOST:PORT or
     http://HOST:PORT for HTTP, grpc://HOST:PORT for gRPC. A refused request raises
     `RequestError` with the server's message; needs tritonclient[grpc,http]."""
-    protocol, _, address = url.rpartition("://")
-    if protocol not in ("", "http", "grpc"):
-        raise ValueError(f"{url}: give HOST:PORT, http://HOST:PORT or grpc://HOST:PORT")
-    client_module = _require(f"tritonclient.{protocol or 'http'}")
-    utils = _require("tritonclient.utils")
-    inputs = []
-    for name, text in zip(INPUTS, (question, context), strict=True):
-        tensor = client_module.InferInput(name, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
-        inputs.append(tensor)
-    if protocol == "grpc":
-        client = client_module.InferenceServerClient(address)
-        call = {"client_timeout": timeout_s}
-    else:
-        client = client_module.InferenceServerClient(
-            address, connection_timeout=timeout_s, network_timeout=timeout_s
-        )
-        call = {}
-    with contextlib.closing(client):
-        try:
-            result = client.infer(MODEL_NAME, inputs, **call)
-        except utils.InferenceServerException as exc:
-            raise RequestError(exc.message()) from None
+    inputs = {
+        name: np.array([[text.encode("utf-8")]], dtype=np.object_)
+        for name, text in zip(INPUTS, (question, context), strict=True)
+    }
+    with serving.Client(url, timeout_s) as client:
+        result = client.infer(MODEL_NAME, inputs)
     return Answer(
         result.as_numpy("answer")[0, 0].decode("utf-8"), float(result.as_numpy("score")[0, 0])
     )
 
 
-def _require(module: str) -> Any:
-    """A serving package, or a one-line error saying how to get it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ServeError(
-            f"{module.split('.')[0]} is not installed in {sys.prefix}: serve from the "
-            f"environment of {SERVING_REQUIREMENTS} (docs/DEPLOYMENT.md)"
-        ) from None
-
-
 # ------------------------------------------------------------------------ the server
-
-
-def serving_environment() -> dict[str, str]:
-    """Variables Triton and its Python backend need: the repository on PYTHONPATH (the
-    backend imports bert.serve), and this interpreter's libpython first on
-    LD_LIBRARY_PATH (the backend's stub would load the system's otherwise)."""
-    env = {}
-    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        libdir = sysconfig.get_config_var("LIBDIR")
-        rest = os.environ.get("LD_LIBRARY_PATH")
-        env["LD_LIBRARY_PATH"] = f"{libdir}{os.pathsep}{rest}" if rest else libdir
-    return env
-
-
-def check_serving_packages() -> None:
-    """PyTriton and its server present, with the numpy they were built for."""
-    _require("pytriton")
-    if int(np.__version__.split(".")[0]) >= 2:
-        raise ServeError(
-            f"numpy {np.__version__} is installed in {sys.prefix}; Triton's Python backend "
-            f"needs numpy<2: serve from the environment of {SERVING_REQUIREMENTS} "
-            "(docs/DEPLOYMENT.md)"
-        )
-
-
-def check_ports(host: str, ports: dict[str, int]) -> None:
-    """`ServeError` naming the flag of the first port nobody may listen on at `host` now
-    (in use, or a host that is not this machine's): Triton would stop on it unexplained."""
-    for flag, number in ports.items():
-        try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                host, number, type=socket.SOCK_STREAM
-            )[0]
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does
-                probe.bind(address)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise ServeError(
-                f"{flag} {number}: cannot listen on {host}:{number} ({reason})"
-            ) from None
 
 
 def serve(args: argparse.Namespace) -> int:
     """Check the ports and the model, start Triton, wait for SIGTERM or SIGINT, stop Triton."""
-    check_ports(args.host, port_flags(args))
-    check_serving_packages()
-    from pytriton.triton import Triton, TritonConfig
-
+    serving.check_ports(args.host, serving.port_flags(args))
+    serving.check_serving_packages()
     settings = settings_from_args(args)
     QuestionAnswerer(settings)  # the model's problems as one line, before Triton starts
-    os.environ.update(serving_environment())
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with tempfile.TemporaryDirectory(prefix="bert-serve-") as folder:
-        repository = write_repository(
-            Path(folder), settings, args.max_batch_size, args.max_queue_delay_us, args.instances
-        )
-        triton = Triton(
-            config=TritonConfig(
-                model_repository=repository,
-                http_address=args.host,
-                http_port=args.http_port,
-                grpc_address=args.host,
-                grpc_port=args.grpc_port,
-                metrics_address=args.host,
-                metrics_port=args.metrics_port,
-                allow_gpu_metrics=False,
-                exit_timeout_secs=args.shutdown_timeout,
-            )
-        )
-        try:
-            try:
-                triton.run()
-            except Exception as exc:  # PyTriton's: a timeout, a server that stopped
-                raise ServeError(f"Triton Inference Server did not start: {exc}") from exc
-            print(
-                f"serving {MODEL_NAME} ({args.backend}) on HTTP http://{args.host}:"
-                f"{args.http_port}, gRPC {args.host}:{args.grpc_port}, metrics http://"
-                f"{args.host}:{args.metrics_port}/metrics; SIGTERM or Ctrl-C stops it",
-                flush=True,
-            )
-            while not stop.wait(1.0):
-                if not triton.is_alive():
-                    raise ServeError("Triton Inference Server stopped (its log is above)")
-        finally:
-            triton.stop()
-    print("stopped", flush=True)
+    serving.serve_python_model(
+        args,
+        MODEL_NAME,
+        "bert.serve",
+        inputs=[TensorSpec(name, "TYPE_STRING", [1]) for name in INPUTS],
+        outputs=[TensorSpec("answer", "TYPE_STRING", [1]), TensorSpec("score", "TYPE_FP32", [1])],
+        settings=settings,
+        label=f"{MODEL_NAME} ({args.backend})",
+    )
     return 0
 
 
@@ -468,14 +302,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 # ---------------------------------------------------------------------- command line
-
-
-def port(value: str) -> int:
-    """argparse type: a TCP port, 1 to 65535."""
-    number = cli.positive_int(value)
-    if number > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value!r}")
-    return number
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -520,67 +346,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument(
         "--predict_batch_size", type=cli.positive_int, default=8, help="windows per model call"
     )
-    t = p.add_argument_group("server")
-    t.add_argument("--host", default="127.0.0.1", help="address every port is bound to")
-    t.add_argument("--http-port", type=port, default=8000, help="HTTP/REST (KServe v2)")
-    t.add_argument("--grpc-port", type=port, default=8001, help="gRPC (KServe v2)")
-    t.add_argument("--metrics-port", type=port, default=8002, help="Prometheus metrics")
-    t.add_argument(
-        "--max-batch-size",
-        type=cli.positive_int,
-        default=8,
-        help="rows per request, and per call of the dynamic batcher",
-    )
-    t.add_argument(
-        "--max-queue-delay-us",
-        type=cli.nonnegative_int,
-        default=2000,
-        help="how long the dynamic batcher waits for more requests (microseconds)",
-    )
-    t.add_argument("--instances", type=cli.positive_int, default=1, help="model instances")
-    t.add_argument(
-        "--threads",
-        type=cli.positive_int,
-        default=1,
-        help="CPU threads of each instance (instances x threads <= cores, or latency suffers)",
-    )
+    t = serving.add_server_flags(p)
     t.add_argument(
         "--max-question-chars", type=cli.positive_int, default=1000, help="longer is refused"
     )
     t.add_argument(
         "--max-context-chars", type=cli.positive_int, default=20000, help="longer is refused"
     )
-    t.add_argument(
-        "--shutdown-timeout",
-        type=cli.positive_int,
-        default=5,
-        help="seconds in-flight requests get to finish after SIGTERM",
-    )
     args = p.parse_args(argv)
     check_flags(p, args)
     return args
 
 
-def port_flags(args: argparse.Namespace) -> dict[str, int]:
-    return {"--http-port": args.http_port, "--grpc-port": args.grpc_port,
-            "--metrics-port": args.metrics_port}  # fmt: skip
-
-
 def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flag combinations refused before the model is read."""
-    ports = port_flags(args)
-    same = [flag for flag, value in ports.items() if list(ports.values()).count(value) > 1]
     cli.check_args(
         p,
         "--int8 is for --backend onnxruntime"
         if args.int8 and args.backend != "onnxruntime"
         else None,
-        f"{' and '.join(same)} are the same port: give each its own" if same else None,
+        *serving.server_flag_problems(args),
         f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
         f"--max_query_length {args.max_query_length} and 3 special tokens"
         if args.max_seq_length < args.max_query_length + 4
         else None,
-        None if args.host.strip() else "--host is empty",
     )
 
 
