@@ -25,6 +25,8 @@ ENTRY_POINTS = {
                       "--output_dir", NOPE, "--init_checkpoint", NOPE, "--setup_file", ""],
     "bert.run_ner": ["--do_train", "--train_file", NOPE, "--output_dir", NOPE,
                      "--init_checkpoint", NOPE, "--setup_file", ""],
+    "bert.run_re": ["--do_train", "--data_dir", NOPE, "--output_dir", NOPE,
+                    "--init_checkpoint", NOPE],
     "bert.benchmark": [],
     "scripts.toolkit_check": ["--save-dir", NOPE],
     "scripts.benchmark": ["--out-dir", NOPE],
@@ -44,6 +46,7 @@ FP16_SPELLINGS = {
     "bert.run_squad": [["--fp16"]],
     "bert.run_glue": [["--precision", "fp16"]],
     "bert.run_ner": [["--amp"]],
+    "bert.run_re": [["--fp16"]],
     "bert.benchmark": [["--math", "fp16"]],
     "scripts.toolkit_check": [["--math", "fp16"]],
 }
