@@ -54,6 +54,7 @@ from bert.model import (
     BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
+    BertForTokenClassification,
 )
 from common import cli
 from common.benchmark import (
@@ -75,7 +76,8 @@ MODELS: dict[str, Callable[[], BertConfig]] = {
     "base": BertConfig.base,
     "large": BertConfig.large,
 }
-TASKS = ("squad", "classify", "pretrain")
+NER_IGNORED = 0.2  # share of positions without a tag: specials, continuation pieces
+TASKS = ("squad", "classify", "ner", "pretrain")
 MODES = ("inference", "training")
 PERCENTILES = ("avg", "p50", "p90", "p95", "p99", "p100")
 MLM_FRACTION = 0.15  # of positions that carry a masked-LM label in `pretrain` training
@@ -95,6 +97,7 @@ def model_flops(
 
         per token:     P_tok = L·(4·H² + 2·H·I)          Q, K, V, attention output, FFN
                              + head: squad 2·H           start and end logits
+                                     ner H·C             a tag per token
                                      pretrain H² + H·V   MLM transform and decoder
         per sequence:  P_seq = classify H² + H·C         pooler and classifier on [CLS]
                                pretrain H² + 2·H         pooler and next-sentence head
@@ -112,6 +115,8 @@ def model_flops(
     per_sequence = 0
     if task == "squad":
         per_token += 2 * h
+    elif task == "ner":
+        per_token += h * num_labels
     elif task == "classify":
         per_sequence += h * h + h * num_labels
     elif task == "pretrain":
@@ -196,6 +201,10 @@ def random_batch(
         targets = tuple(torch.randint(0, seq_len, (batch,), generator=g) for _ in range(2))
     elif task == "classify":
         targets = (torch.randint(0, num_labels, (batch,), generator=g),)
+    elif task == "ner":  # a tag per token; [CLS], [SEP] and later word pieces are ignored
+        tags = torch.randint(0, num_labels, (batch, seq_len), generator=g)
+        tags[torch.rand(batch, seq_len, generator=g) < NER_IGNORED] = -100
+        targets = (tags,)
     else:
         labels = torch.randint(0, config.vocab_size, (batch, seq_len), generator=g)
         labels[torch.rand(batch, seq_len, generator=g) >= MLM_FRACTION] = -100
@@ -213,6 +222,8 @@ def build_ours(config: BertConfig, task: str, num_labels: int) -> nn.Module:
         return BertForQuestionAnswering(config)
     if task == "classify":
         return BertForSequenceClassification(config, num_labels=num_labels)
+    if task == "ner":
+        return BertForTokenClassification(config, num_labels=num_labels)
     return BertForPreTraining(config)
 
 
@@ -226,6 +237,7 @@ def build_hf(config: BertConfig, task: str, num_labels: int, ours: nn.Module) ->
     cls = {
         "squad": transformers.BertForQuestionAnswering,
         "classify": transformers.BertForSequenceClassification,
+        "ner": transformers.BertForTokenClassification,
         "pretrain": transformers.BertForPreTraining,
     }[task]
     model = cls(hf_config)
@@ -267,6 +279,10 @@ def task_loss(task: str, logits: tuple[torch.Tensor, ...], batch: Batch) -> torc
         ) / 2
     if task == "classify":
         return F.cross_entropy(logits[0], batch.targets[0])
+    if task == "ner":
+        return F.cross_entropy(
+            logits[0].flatten(0, 1), batch.targets[0].flatten(), ignore_index=-100
+        )
     mlm, nsp = logits
     mlm_loss = F.cross_entropy(mlm.flatten(0, 1), batch.targets[0].flatten(), ignore_index=-100)
     return mlm_loss + F.cross_entropy(nsp, batch.targets[1])
@@ -441,7 +457,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="untimed calls; unset: 20 on a GPU, 3 on the CPU",
     )
     p.add_argument(
-        "--num-labels", type=cli.positive_int, default=2, help="classes of --task classify"
+        "--num-labels",
+        type=cli.positive_int,
+        default=2,
+        help="classes of --task classify, tags of --task ner",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
     p.add_argument(

@@ -92,6 +92,9 @@ GPU_BENCH = {
     "squad_infer": ["--model", "large", "--task", "squad", "--mode", "inference",
                     "--seq-len", "384", "--batch-size", "1,8,64", "--math", "fp16,bf16",
                     "--steps", "50", "--warmup", "10"],
+    "ner_train": ["--model", "base", "--task", "ner", "--num-labels", "3", "--mode",
+                  "training", "--seq-len", "128", "--batch-size", "32", "--math", "fp16,bf16",
+                  "--steps", "20", "--warmup", "5"],
     "optim": ["--config", "large", "--steps", "10"],
 }  # fmt: skip
 
@@ -118,6 +121,9 @@ SMOKE_BENCH = {
     "squad_infer": ["--model", "tiny", "--task", "squad", "--mode", "inference", "--seq-len",
                     "16", "--batch-size", "1,2", "--math", "fp32", "--steps", "2", "--warmup",
                     "1"],
+    "ner_train": ["--model", "tiny", "--task", "ner", "--num-labels", "3", "--mode",
+                  "training", "--seq-len", "16", "--batch-size", "2", "--math", "fp32",
+                  "--steps", "2", "--warmup", "1"],
     "optim": ["--config", "base", "--steps", "1", "--warmup", "1"],
 }  # fmt: skip
 
@@ -483,6 +489,7 @@ def plan(scale: Scale) -> list[Part]:
             else []
         ),  # fmt: skip
         Part("bench", "txl_large", 35, bench_part("txl_large")),
+        Part("bench", "ner_train", 25, bench_part("ner_train")),
         Part("bench", "optim", 25, bench_part("optim")),
     ]
     return parts

@@ -67,7 +67,7 @@ def test_table_has_the_seed_columns(tmp_path, capsys):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("task", ["squad", "classify", "pretrain"])
+@pytest.mark.parametrize("task", ["squad", "classify", "ner", "pretrain"])
 def test_training_mode_times_a_full_step_for_each_task(tmp_path, task):
     result = run(
         tmp_path,
@@ -161,6 +161,12 @@ def test_model_flops_classify_by_hand():
     per_sequence = 64 * 64 + 64 * 3  # pooler, 3-way classifier, on [CLS] only
     forward = 2 * ENCODER * TOKENS + 2 * per_sequence * 2 + ATTENTION
     assert benchmark.model_flops(CONFIG, "classify", 2, 8, False, num_labels=3) == forward
+
+
+def test_model_flops_ner_by_hand():
+    per_token = 64 * 5  # a 5-way tag classifier on every token
+    forward = 2 * (ENCODER + per_token) * TOKENS + ATTENTION
+    assert benchmark.model_flops(CONFIG, "ner", 2, 8, False, num_labels=5) == forward
 
 
 def test_model_flops_pretrain_by_hand():
