@@ -146,13 +146,16 @@ def free_ports(n):
             s.close()
 
 
-def start_server(python, model, log, *flags):
-    """`python -m bert.serve` on free loopback ports, once it says it is serving."""
+def launch(python, module, served, log, *args, max_batch=None):
+    """`python -m module` on free loopback ports with `args` last (they win), once its
+    log says `serving <served>`; a server that exits or is not up within START_S fails
+    the test."""
     ports = dict(zip(("http", "grpc", "metrics"), free_ports(3), strict=True))
-    argv = [str(python), "-m", "bert.serve", "--model", str(model), *SQUAD_FLAGS,
+    argv = [str(python), "-m", module,
             "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
-            "--metrics-port", str(ports["metrics"]), "--max-batch-size", str(MAX_BATCH),
-            "--max-queue-delay-us", "100000", "--shutdown-timeout", "3", *flags]  # fmt: skip
+            "--metrics-port", str(ports["metrics"]), "--max-batch-size", str(max_batch),
+            "--max-queue-delay-us", "100000", "--shutdown-timeout", "3",
+            *args]  # fmt: skip
     with open(log, "wb") as out:
         process = subprocess.Popen(
             argv, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
@@ -160,13 +163,19 @@ def start_server(python, model, log, *flags):
         )  # fmt: skip
     server = Server(process, ports, log)
     deadline = time.monotonic() + START_S
-    while b"serving bert_squad" not in log.read_bytes():
+    while f"serving {served}".encode() not in log.read_bytes():
         if process.poll() is not None or time.monotonic() > deadline:
             server.stop()
             tail = log.read_text(errors="replace")[-3000:]
-            pytest.fail(f"bert.serve did not start (exit {process.returncode}):\n{tail}")
+            pytest.fail(f"{module} did not start (exit {process.returncode}):\n{tail}")
         time.sleep(0.2)
     return server
+
+
+def start_server(python, model, log, *flags):
+    """`python -m bert.serve` on free loopback ports, once it says it is serving."""
+    args = ["--model", str(model), *SQUAD_FLAGS, *flags]
+    return launch(python, "bert.serve", "bert_squad", log, *args, max_batch=MAX_BATCH)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from gnmt import serve
 from tests import test_bert_serve
 from tests.gnmt_fixtures import make_model, make_tokenizer, save_our_checkpoint, toy_pairs
 from tests.helpers import clean_env
-from tests.test_bert_serve import Server, free_ports, listening_addresses
+from tests.test_bert_serve import free_ports, launch, listening_addresses
 
 serving_python = test_bert_serve.serving_python  # the fixture: the serving environment
 
@@ -101,25 +101,7 @@ def onnx_expected(toy, onnx_dir):
 
 def start_server(python, log, *flags):
     """`python -m gnmt.serve` on free loopback ports, once it says it is serving."""
-    ports = dict(zip(("http", "grpc", "metrics"), free_ports(3), strict=True))
-    argv = [str(python), "-m", "gnmt.serve", *SEARCH_FLAGS,
-            "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
-            "--metrics-port", str(ports["metrics"]), "--max-batch-size", str(MAX_BATCH),
-            "--max-queue-delay-us", "100000", "--shutdown-timeout", "3", *flags]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    server = Server(process, ports, log)
-    deadline = time.monotonic() + START_S
-    while b"serving gnmt" not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            tail = log.read_text(errors="replace")[-3000:]
-            pytest.fail(f"gnmt.serve did not start (exit {process.returncode}):\n{tail}")
-        time.sleep(0.2)
-    return server
+    return launch(python, "gnmt.serve", "gnmt", log, *SEARCH_FLAGS, *flags, max_batch=MAX_BATCH)
 
 
 @pytest.fixture(scope="module")
