@@ -72,7 +72,6 @@ from common.checkpoint import (
     load_model_weights,
     read_checkpoint,
     restore_state,
-    restore_training_state,
 )
 from common.config import parse_with_config
 from common.errors import UserError
@@ -472,9 +471,7 @@ def starting_point(
                 f"{found}; run phase 1 with this --output_dir or pass --init_checkpoint"
             )
         source = state
-        restore_training_state(
-            {"model": state["model"]}, model=model, source=f"checkpoint {latest}"
-        )
+        load_model_weights(model, state["model"], source=f"checkpoint {latest}", checkpoint=state)
         if env.is_main:
             print(f"phase 2 starts from {latest} (step {state['step']})", flush=True)
     if phase == 1:

@@ -630,7 +630,6 @@ class Checkpointer:
             return None
         checkpoint = read_checkpoint(path, map_location=map_location)
         checkpoint["missing"] = restore_state(checkpoint, states, source=f"checkpoint {path}")
-        checkpoint["path"] = path
         return checkpoint
 
     def resume(

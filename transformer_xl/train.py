@@ -33,8 +33,8 @@ from common.checkpoint import (
     Checkpointer,
     DataPosition,
     PerRank,
+    load_model_weights,
     read_checkpoint,
-    restore_training_state,
 )
 from common.config import ConfigError, parse_with_config
 from common.logging import Logger
@@ -702,9 +702,8 @@ def train(args: argparse.Namespace) -> int:
         if not args.no_eval:
             best_path = checkpointer.best_path if checkpointer.best_path.is_file() else None
             if best_path is not None:
-                restore_training_state(
-                    read_checkpoint(best_path), model=model, source=str(best_path)
-                )
+                best = read_checkpoint(best_path)
+                load_model_weights(model, best["model"], source=str(best_path), checkpoint=best)
             test = evaluate(model, corpus, "test", args, env, prec)
             say("=" * 100)
             say(
