@@ -223,6 +223,36 @@ def texts(*rows):
     return [[r] for r in rows]
 
 
+def abandon_http(port, model, inputs, rounds):
+    """Requests to Triton's HTTP endpoint that their client gives up on, `rounds` times
+    each kind: the headers alone, the body cut off halfway, a whole request closed before
+    the reply (reset at once, and closed after 20 ms). `inputs`: {name: text}, [1, 1]
+    BYTES each. Returns how many were sent."""
+    tensors = [
+        {"name": n, "datatype": "BYTES", "shape": [1, 1], "data": [t]} for n, t in inputs.items()
+    ]
+    body = json.dumps({"inputs": tensors}).encode()
+    head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    kinds = [
+        (head, 0),
+        (head + body[: len(body) // 2], 0),
+        (head + body, None),
+        (head + body, 0.02),
+    ]
+    sent = 0
+    for _ in range(rounds):
+        for data, wait in kinds:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(data)
+                if wait is None:  # no FIN but a reset: SO_LINGER on, 0 s
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                else:
+                    time.sleep(wait)
+            sent += 1
+    return sent
+
+
 # ------------------------------------------------------------------------------ tests
 
 
@@ -368,6 +398,47 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(serving_python, server
 
 
 @pytest.mark.slow
+def test_clients_that_give_up_mid_request_leave_the_server_answering(
+    serving_python, server, toy, offline
+):
+    """Under load from a batch of clients: HTTP requests abandoned at every stage, and
+    gRPC requests whose deadline passes while the server works on them."""
+    cut = [dict(ask(server.grpc, q, c), timeout_s=1e-4) for _, q, c in toy["questions"][:4]]
+    good = [
+        ask(server.url(p), q, c)
+        for p in ("http", "grpc")
+        for _, q, c in toy["questions"][:MAX_BATCH]
+    ]
+    rounds = [{"concurrent": good}, *cut, {"concurrent": good}]
+    before = served_count(server)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        loaded = pool.submit(client, serving_python, rounds)
+        _, question, context = toy["questions"][0]
+        inputs = {"question": question, "context": context}
+        assert abandon_http(server.ports["http"], "bert_squad", inputs, rounds=5) == 20
+        replies = loaded.result(timeout=CLIENT_S)
+    want = [offline[qid][0] for qid, _, _ in toy["questions"][:MAX_BATCH]] * 2
+    assert [r["answer"] for r in replies[0]] == want
+    assert [r["answer"] for r in replies[-1]] == want
+    for r in replies[1:-1]:  # a deadline of 0.1 ms passes before any answer comes
+        assert "Deadline Exceeded" in r["error"]
+    (after,) = client(serving_python, [{"concurrent": good}])
+    assert [r["answer"] for r in after] == want
+    # The whole requests abandoned reached the model and were run, not lost on the way:
+    # the 3 x 8 answered and the 10 HTTP requests closed before their reply at least (the
+    # 4 gRPC ones may be cancelled before Triton takes them).
+    assert served_count(server) - before >= 3 * len(good) + 10
+    assert server.process.poll() is None
+
+
+def served_count(server, model="bert_squad"):
+    """Requests Triton has run for `model`, answered or failed (its statistics)."""
+    with urllib.request.urlopen(f"{server.http}/v2/models/{model}/stats", timeout=30) as r:
+        (stats,) = json.load(r)["model_stats"]
+    return stats["inference_stats"]["success"]["count"] + stats["inference_stats"]["fail"]["count"]
+
+
+@pytest.mark.slow
 def test_health_and_metrics_endpoints_answer(server):
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/bert_squad/ready"):
         with urllib.request.urlopen(server.http + path, timeout=30) as reply:
@@ -429,7 +500,8 @@ def test_sigterm_stops_the_server_and_closes_its_ports(onnx_server):
 
 def client_main():
     """Run in the serving environment by `client`: a JSON list of calls on stdin, each
-    {"url", "ask": [question, context]}, {"url", "raw": [[name, datatype, shape, values]]}
+    {"url", "ask": [question, context]} (with "timeout_s", the client's deadline),
+    {"url", "raw": [[name, datatype, shape, values]]}
     or {"concurrent": [calls]}; their replies as a JSON list on stdout: {"answer",
     "score"} (lists for raw), {"error"}, or a list of replies for "concurrent"."""
     calls = json.load(sys.stdin)
@@ -448,7 +520,7 @@ def reply(call):
             return list(pool.map(send, call["concurrent"]))
     if "ask" in call:
         try:
-            answer = serve.ask(call["url"], *call["ask"])
+            answer = serve.ask(call["url"], *call["ask"], timeout_s=call.get("timeout_s", 60.0))
         except serve.RequestError as exc:
             return {"error": str(exc)}
         return {"answer": answer.text, "score": answer.score}

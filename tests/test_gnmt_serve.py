@@ -28,7 +28,13 @@ from gnmt import serve
 from tests import test_bert_serve
 from tests.gnmt_fixtures import make_model, make_tokenizer, save_our_checkpoint, toy_pairs
 from tests.helpers import clean_env
-from tests.test_bert_serve import free_ports, launch, listening_addresses
+from tests.test_bert_serve import (
+    abandon_http,
+    free_ports,
+    launch,
+    listening_addresses,
+    served_count,
+)
 
 serving_python = test_bert_serve.serving_python  # the fixture: the serving environment
 
@@ -277,6 +283,37 @@ def test_a_bad_request_batched_with_good_ones_fails_alone(serving_python, server
 
 
 @pytest.mark.slow
+def test_clients_that_give_up_mid_request_leave_the_server_translating(
+    serving_python, server, expected
+):
+    """Under load from a batch of clients: HTTP requests abandoned at every stage, and
+    gRPC requests whose deadline passes while the server works on them."""
+    lines = [line for line in LINES if line.strip()][:MAX_BATCH]
+    want = [[expected[LINES.index(line)]] for line in lines] * 2
+    good = [translate(server.url(p), line) for p in ("http", "grpc") for line in lines]
+    cut = [dict(translate(server.grpc, line), timeout_s=1e-4) for line in lines]
+    before = served_count(server, serve.MODEL_NAME)
+    with ThreadPoolExecutor(1) as pool:
+        loaded = pool.submit(
+            client, serving_python, [{"concurrent": good}, *cut, {"concurrent": good}]
+        )
+        assert (
+            abandon_http(server.ports["http"], serve.MODEL_NAME, {"source": lines[0]}, rounds=5)
+            == 20
+        )
+        replies = loaded.result(timeout=CLIENT_S)
+    assert [r["translations"] for r in replies[0]] == want
+    assert [r["translations"] for r in replies[-1]] == want
+    for r in replies[1:-1]:  # a deadline of 0.1 ms passes before any translation comes
+        assert "Deadline Exceeded" in r["error"]
+    (after,) = client(serving_python, [{"concurrent": good}])
+    assert [r["translations"] for r in after] == want
+    # The 10 whole HTTP requests closed before their reply were run too.
+    assert served_count(server, serve.MODEL_NAME) - before >= 3 * len(good) + 10
+    assert server.process.poll() is None
+
+
+@pytest.mark.slow
 def test_onnxruntime_server_searching_sentences_together_equals_gnmt_translate(
     serving_python, onnx_server, onnx_expected
 ):
@@ -301,7 +338,8 @@ def test_sigterm_stops_the_server_and_closes_its_ports(onnx_server):
 
 def client_main():
     """Run in the serving environment by `client`: a JSON list of calls on stdin, each
-    {"url", "translate": [lines]} (gnmt.serve.translate), {"url", "raw": [name, datatype,
+    {"url", "translate": [lines]} (gnmt.serve.translate; with "timeout_s", the client's
+    deadline), {"url", "raw": [name, datatype,
     shape, values]} (one request as given) or {"concurrent": [calls]}; their replies as a
     JSON list on stdout: {"translations": [...]}, {"error"}, or a list of replies for
     "concurrent"."""
@@ -321,7 +359,10 @@ def reply(call):
             return list(pool.map(send, call["concurrent"]))
     try:
         if "translate" in call:
-            return {"translations": serve.translate(call["url"], call["translate"])}
+            timeout_s = call.get("timeout_s", 120.0)
+            return {
+                "translations": serve.translate(call["url"], call["translate"], timeout_s=timeout_s)
+            }
         return {"translations": raw_reply(call["url"], *call["raw"])}
     except serve.RequestError as exc:
         return {"error": str(exc)}
