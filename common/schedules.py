@@ -15,9 +15,12 @@ the optimizer update about to be made, `W` warm-up steps and `T` total steps:
         cosine        eta_min + (base - eta_min) * (1 + cos(pi * p)) / 2
         inverse_sqrt  base * sqrt(W / t)      (base / sqrt(t) when W = 0; needs no T)
 
-GNMT (`gnmt_lr`, as NVIDIA's PyTorch GNMT, `step` 0-based): exponential warm-up
-from base/100 over `warmup_steps`, constant until `remain_steps`, then the rate is
-multiplied by `decay_factor` every `decay_interval` steps, at most `decay_steps` times.
+GNMT (`gnmt_lr`, as NVIDIA's PyTorch GNMT): exponential warm-up from base/100 over
+`warmup_steps`, constant until `remain_steps`, then the rate is multiplied by
+`decay_factor` every `decay_interval` steps, at most `decay_steps` times. Its `step` is
+NVIDIA's scheduler count, which is stepped before each update: the optimizer update with
+1-based index t runs at `gnmt_lr(t)`, so the first at base/100 ** ((W - 1) / W), the W-th
+at base (`build_gnmt_scheduler` wires it so).
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def gnmt_lr(
     decay_steps: int = 4,
     decay_factor: float = 0.5,
 ) -> float:
-    """GNMT's warm-up / remain / step-decay learning rate at 0-based `step`."""
+    """GNMT's warm-up / remain / step-decay learning rate at scheduler count `step`
+    (the optimizer update with 1-based index `step` runs at it)."""
     warmup = _as_steps(warmup_steps, total_steps)
     remain = _as_steps(remain_steps, total_steps)
     warmup = min(warmup, remain)  # warm-up cannot outlast the constant phase
@@ -169,7 +173,9 @@ def build_gnmt_scheduler(
     decay_steps: int = 4,
     decay_factor: float = 0.5,
 ) -> ScheduledLR:
-    """GNMT's schedule; float arguments are fractions of `total_steps`."""
+    """GNMT's schedule; float arguments are fractions of `total_steps`. As ScheduledLR,
+    stepped after each update; the update with 1-based index t runs at `gnmt_lr(t)`, as in
+    NVIDIA's recipe, which steps its scheduler before the update."""
     fn = functools.partial(
         gnmt_lr,
         total_steps=total_steps,
@@ -179,4 +185,4 @@ def build_gnmt_scheduler(
         decay_steps=decay_steps,
         decay_factor=decay_factor,
     )
-    return ScheduledLR(optimizer, fn)
+    return ScheduledLR(optimizer, lambda updates_done, base: fn(updates_done + 1, base))

@@ -140,16 +140,20 @@ def bucketed_batches(
     seed: int,
     epoch: int,
     num_buckets: int = 5,
+    max_length: int | None = None,
 ) -> list[list[int]]:
     """The epoch's global batches of sample indices, each from one length bucket.
 
-    Pairs go to `num_buckets` equal-width buckets by their longer side, are shuffled
+    Pairs go to `num_buckets` buckets by their longer side (BOS and EOS counted), each
+    ceil(max_length / num_buckets) long (NVIDIA's width: 10 for the training limit of 50,
+    so buckets 0-9, ..., 40-50; `max_length` defaults to the longest pair), are shuffled
     within the bucket and cut into batches of `global_batch` (a bucket's remainder is
     dropped); the batches are then shuffled. Depends only on (seed, epoch).
     """
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     longest = torch.maximum(src_lengths, tgt_lengths)
-    width = max((int(longest.max()) + num_buckets) // num_buckets, 1)
+    limit = int(longest.max()) if max_length is None else max_length
+    width = max((limit + num_buckets - 1) // num_buckets, 1)
     bucket = torch.clamp(longest // width, max=num_buckets - 1)
     batches: list[list[int]] = []
     for b in range(num_buckets):
@@ -170,24 +174,31 @@ def train_batches(
     epoch: int,
     start: int = 0,
     num_buckets: int = 5,
+    max_length: int | None = None,
 ) -> Iterator[tuple[int, Batch]]:
     """(index, this rank's share) of each global batch of the epoch, from `start` on."""
     batches = bucketed_batches(
-        data.src_lengths, data.tgt_lengths, batch_size * world_size, seed, epoch, num_buckets
-    )
+        data.src_lengths, data.tgt_lengths, batch_size * world_size, seed, epoch, num_buckets,
+        max_length,
+    )  # fmt: skip
     for index in range(start, len(batches)):
         mine = batches[index][rank * batch_size : (rank + 1) * batch_size]
         yield index, collate(data, mine)
 
 
 def batches_per_epoch(
-    data: ParallelData, batch_size: int, world_size: int, num_buckets: int = 5
+    data: ParallelData,
+    batch_size: int,
+    world_size: int,
+    num_buckets: int = 5,
+    max_length: int | None = None,
 ) -> int:
     return len(
         bucketed_batches(
-            data.src_lengths, data.tgt_lengths, batch_size * world_size, 0, 0, num_buckets
+            data.src_lengths, data.tgt_lengths, batch_size * world_size, 0, 0, num_buckets,
+            max_length,
         )
-    )
+    )  # fmt: skip
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

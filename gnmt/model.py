@@ -3,9 +3,11 @@
 Encoder: shared embedding -> dropout -> bidirectional LSTM (packed, so padding never
 leaks in) -> dropout -> LSTM -> then for layers 3.. : dropout -> LSTM -> + residual.
 
-Decoder: embedding -> LSTM (layer 1) whose outputs query the attention over the
-encoder outputs; the attention context is concatenated to the input of every later
-layer: dropout(x) ++ context -> LSTM (-> + residual from layer 3 on) -> classifier.
+Decoder: embedding -> dropout -> LSTM (layer 1) whose outputs query the attention over
+the encoder outputs; the attention context is concatenated to the input of every later
+layer: dropout(x ++ context) -> LSTM (-> + residual from layer 3 on) -> classifier. So
+every LSTM input is dropped out whole, in the encoder and the decoder, as in NVIDIA's
+PyTorch GNMT (whose first release dropped neither the target embedding nor the context).
 
 Attention score of query q against key k (normalized Bahdanau):
     e = (g * v / ||v||) . tanh(W_q q + W_k k + b),   g initialised to 1/sqrt(hidden)
@@ -229,12 +231,12 @@ class Decoder(nn.Module):
         """
         state = state or [None] * (len(self.rnn_layers) + 1)
         new_state: State = []
-        x, hc = run_lstm(self.att_rnn.rnn, self.embedder(tgt), state[0])
+        x, hc = run_lstm(self.att_rnn.rnn, self.dropout(self.embedder(tgt)), state[0])
         new_state.append(hc)
         context, probs = self.att_rnn.attn(x, keys, projected_keys, mask)
         for i, lstm in enumerate(self.rnn_layers):
             residual = x
-            inp = torch.cat((self.dropout(x), context.to(x.dtype)), dim=2)
+            inp = self.dropout(torch.cat((x, context.to(x.dtype)), dim=2))
             out, hc = run_lstm(lstm, inp, state[i + 1])
             new_state.append(hc)
             x = out + residual if i >= 1 else out

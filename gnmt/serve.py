@@ -52,7 +52,7 @@ import torch
 from common import cli, serving
 from common.serving import RequestError
 from common.triton_repo import TensorSpec
-from gnmt.beam_search import SearchConfig
+from gnmt.beam_search import SearchConfig, add_scoring_flags
 from gnmt.model import load_checkpoint
 from gnmt.onnx_backend import load_onnx_folder
 from gnmt.translate import translate_ids
@@ -74,6 +74,7 @@ class Settings:
     len_norm_factor: float = 0.6
     len_norm_const: float = 5.0
     cov_penalty_factor: float = 0.1
+    beam_scoring: str = "nvidia"
     max_input_length: int = 150  # source tokens, BOS and EOS included
     max_input_chars: int = 10000
     search_batch_size: int = 1  # sentences beam-searched together
@@ -98,6 +99,7 @@ class Translator:
             settings.len_norm_factor,
             settings.len_norm_const,
             settings.cov_penalty_factor,
+            settings.beam_scoring,
         )
 
     def encode(self, value: Any) -> list[int] | None:
@@ -272,24 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s = p.add_argument_group("beam search (as python -m gnmt.translate)")
     s.add_argument("--beam-size", type=cli.positive_int, default=5, help="beam width")
     s.add_argument("--max-length", type=cli.positive_int, default=150, help="most tokens generated")
-    s.add_argument(
-        "--len-norm-factor",
-        type=cli.nonnegative_float,
-        default=0.6,
-        help="length normalization exponent (alpha); 0: none",
-    )
-    s.add_argument(
-        "--len-norm-const",
-        type=cli.nonnegative_float,
-        default=5.0,
-        help="length normalization constant (c)",
-    )
-    s.add_argument(
-        "--cov-penalty-factor",
-        type=cli.nonnegative_float,
-        default=0.1,
-        help="coverage penalty weight (beta); 0: none",
-    )
+    add_scoring_flags(s)
     s.add_argument(
         "--search-batch-size",
         type=cli.positive_int,

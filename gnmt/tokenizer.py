@@ -7,8 +7,10 @@
 The vocabulary file lists one BPE piece per line; four special tokens come first
 (ids 0-3: PAD, UNK, BOS, EOS, spelled as NVIDIA's PyTorch GNMT spells them, so its
 checkpoints decode the same), and the list may be padded with filler tokens to a
-multiple of 8 for tensor-core friendly matrix shapes. Pieces not in the vocabulary
-map to UNK.
+multiple of 8 for tensor-core friendly matrix shapes: training pads so in fp16 and bf16
+and not in fp32 or tf32 (`vocab_multiple`), as NVIDIA's recipe pads in fp16 only, so an
+fp32 run has its vocabulary and weights' shapes (4,129 entries for a 4,125-piece file,
+not 4,136). Pieces not in the vocabulary map to UNK.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def read_vocab(path: str | os.PathLike) -> list[str]:
             raise TokenizerError(f"{path}:{number}: expected 'piece' or 'piece count'")
         pieces.append(fields[0])
     return pieces
+
+
+def vocab_multiple(math: str) -> int:
+    """What training pads the vocabulary to a multiple of, for precision `math`: 8 where
+    the classifier runs on tensor cores in half precision, else 1 (no padding)."""
+    return 8 if math in ("fp16", "bf16") else 1
 
 
 def pad_vocab(tokens: list[str], multiple: int) -> list[str]:
@@ -187,6 +195,13 @@ class Tokenizer:
         """A run's data is encoded with this tokenizer, so a checkpoint it resumes from
         must hold the same vocabulary: checked, never replaced."""
         saved = state["tokens"]
+        real = [t for t in self.tokens if not t.startswith("madeupword")]
+        if saved != self.tokens and [t for t in saved if not t.startswith("madeupword")] == real:
+            raise TokenizerError(
+                f"it was trained with this vocabulary padded to {len(saved)} entries (this "
+                f"run pads to {self.vocab_size}: fp16 and bf16 pad to a multiple of 8, fp32 "
+                "and tf32 do not): resume with the run's --math"
+            )
         if saved != self.tokens:
             raise TokenizerError(
                 f"it was trained with another vocabulary ({len(saved)} tokens; "

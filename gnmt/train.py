@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import sacrebleu
 import torch
 
 from common import cli, distributed
@@ -31,10 +30,10 @@ from common.run_control import RunControl, stopped_line
 from common.schedules import build_gnmt_scheduler
 from common.step import OptimizerStep
 from gnmt import data
-from gnmt.beam_search import SearchConfig
+from gnmt.beam_search import add_scoring_flags, search_config
 from gnmt.model import GNMT, config_dict, label_smoothed_loss
-from gnmt.tokenizer import Tokenizer
-from gnmt.translate import translate_ids
+from gnmt.tokenizer import Tokenizer, vocab_multiple
+from gnmt.translate import add_bleu_flag, corpus_bleu, translate_ids
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -199,24 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sentences per beam-search batch",
     )
     e.add_argument("--beam-size", type=cli.positive_int, default=5, help="beam width")
-    e.add_argument(
-        "--len-norm-factor",
-        type=cli.nonnegative_float,
-        default=0.6,
-        help="length normalization exponent (alpha); 0: none",
-    )
-    e.add_argument(
-        "--len-norm-const",
-        type=cli.nonnegative_float,
-        default=5.0,
-        help="length normalization constant (c)",
-    )
-    e.add_argument(
-        "--cov-penalty-factor",
-        type=cli.nonnegative_float,
-        default=0.1,
-        help="coverage penalty weight (beta); 0: none",
-    )
+    add_scoring_flags(e)
+    add_bleu_flag(e)
 
     c = p.add_argument_group("checkpoints and logs")
     c.add_argument(
@@ -320,13 +303,7 @@ def evaluate_bleu(
 
     Returns (bleu, seconds, translated tokens).
     """
-    cfg = SearchConfig(
-        args.beam_size,
-        args.max_length_test,
-        args.len_norm_factor,
-        args.len_norm_const,
-        args.cov_penalty_factor,
-    )
+    cfg = search_config(args, args.beam_size, args.max_length_test)
     start = time.perf_counter()
     mine = list(range(env.rank, len(src_lines), env.world_size))
     ids = [tokenizer.segment(src_lines[i]) for i in mine]
@@ -335,7 +312,7 @@ def evaluate_bleu(
     texts = {i: tokenizer.decode(h) for i, h in zip(mine, hyps, strict=True)}
     merged = {k: v for part in distributed.all_gather_object(texts) for k, v in part.items()}
     outputs = [merged[i] for i in range(len(src_lines))]
-    bleu = sacrebleu.corpus_bleu(outputs, [refs]).score
+    bleu = corpus_bleu(outputs, refs, args.bleu)
     tokens = sum(len(h) for h in hyps)
     return bleu, time.perf_counter() - start, tokens
 
@@ -357,8 +334,9 @@ def train(args: argparse.Namespace) -> int:
 
     ds = args.dataset_dir
     tokenizer = Tokenizer.from_files(
-        ds / args.vocab, ds / args.bpe_codes, args.src_lang, args.tgt_lang
-    )
+        ds / args.vocab, ds / args.bpe_codes, args.src_lang, args.tgt_lang,
+        pad_to=vocab_multiple(prec.mode),
+    )  # fmt: skip
     train = data.load_parallel(
         ds / args.train_src,
         ds / args.train_tgt,
@@ -379,7 +357,7 @@ def train(args: argparse.Namespace) -> int:
             f"--train-batch-size x processes = {args.train_batch_size * env.world_size}"
         )
     batches_in_epoch = data.batches_per_epoch(
-        train, args.train_batch_size, env.world_size, args.num_buckets
+        train, args.train_batch_size, env.world_size, args.num_buckets, args.train_max_length
     )
     if batches_in_epoch < accumulation:
         raise ConfigError(
@@ -462,7 +440,7 @@ def train(args: argparse.Namespace) -> int:
             epoch_start, epoch_tokens, epoch_sents = time.perf_counter(), 0, 0
             stream = data.train_batches(
                 train, args.train_batch_size, env.world_size, env.rank, args.seed,
-                position.epoch, position.batch, args.num_buckets,
+                position.epoch, position.batch, args.num_buckets, args.train_max_length,
             )  # fmt: skip
             # Only whole steps: a trailing partial accumulation is dropped.
             last_index = steps_per_epoch * accumulation

@@ -30,13 +30,35 @@ from common.atomic import OutputError, atomic_write, check_writable
 from common.benchmark import LatencyRecorder, markdown_table
 from common.distributed import resolve_device
 from common.logging import progress
-from gnmt.beam_search import SearchConfig, beam_search
+from gnmt.beam_search import SearchConfig, add_scoring_flags, beam_search, search_config
 from gnmt.data import DataError, length_sorted_batches, pad, read_lines
 from gnmt.model import GNMT, load_checkpoint
 from gnmt.onnx_backend import load_onnx_folder
 from gnmt.tokenizer import EOS, Tokenizer
 
 STDIN = "-"
+
+
+# How BLEU is computed: NVIDIA's recipe scores `sacrebleu --score-only -lc --tokenize intl`
+# (its published figures, and the target, are case-insensitive with the international
+# tokenisation); sacreBLEU's defaults (cased, 13a) are the WMT convention.
+BLEU_KINDS = {"nvidia": {"lowercase": True, "tokenize": "intl"}, "sacrebleu": {}}
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str], kind: str = "nvidia") -> float:
+    """Detokenized corpus BLEU of `hypotheses` against one reference each."""
+    return sacrebleu.corpus_bleu(hypotheses, [references], **BLEU_KINDS[kind]).score
+
+
+def add_bleu_flag(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--bleu",
+        choices=tuple(BLEU_KINDS),
+        default="nvidia",
+        help="nvidia: case-insensitive, international tokenisation (sacrebleu -lc "
+        "--tokenize intl, as NVIDIA's recipe reports BLEU); sacrebleu: sacreBLEU's "
+        "defaults (cased, 13a)",
+    )
 
 
 def translate_ids(
@@ -141,6 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="raw reference text: print the BLEU score",
     )
+    add_bleu_flag(p)
     p.add_argument(
         "--batch-size",
         type=positive_ints,
@@ -160,24 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=150,
         help="longer inputs are cut to this many tokens (BOS/EOS included), with a warning",
     )
-    p.add_argument(
-        "--len-norm-factor",
-        type=cli.nonnegative_float,
-        default=0.6,
-        help="length normalization exponent (alpha); 0: none",
-    )
-    p.add_argument(
-        "--len-norm-const",
-        type=cli.nonnegative_float,
-        default=5.0,
-        help="length normalization constant (c)",
-    )
-    p.add_argument(
-        "--cov-penalty-factor",
-        type=cli.nonnegative_float,
-        default=0.1,
-        help="coverage penalty weight (beta); 0: none",
-    )
+    add_scoring_flags(p)
     cli.add_precision_flags(p, "fp16 on a GPU, fp32 on the CPU")
     p.add_argument(
         "--device",
@@ -267,13 +273,7 @@ def translate(args: argparse.Namespace) -> None:
     rows, outputs = [], []
     for batch_size in args.batch_size:
         for beam in args.beam_size:
-            cfg = SearchConfig(
-                beam,
-                args.max_length,
-                args.len_norm_factor,
-                args.len_norm_const,
-                args.cov_penalty_factor,
-            )
+            cfg = search_config(args, beam, args.max_length)
             latency = LatencyRecorder(device=device)
             with torch.inference_mode():
                 for _ in range(args.warmup if sources else 0):
@@ -284,7 +284,7 @@ def translate(args: argparse.Namespace) -> None:
                 outputs[i] = tokenizer.decode(hyp)
             row = {"batch": batch_size, "beam": beam}
             if refs is not None:
-                row["bleu"] = sacrebleu.corpus_bleu(outputs, [refs]).score
+                row["bleu"] = corpus_bleu(outputs, refs, args.bleu)
             if sources:
                 total = sum(latency.latencies)
                 row["sent/s"] = len(sources) / total

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import sacrebleu
 import torch
 
 from bert import ner, toy_biomed
 from common import cli, distributed
 from common.checkpoint import read_checkpoint
 from common.logging import read_dllogger
+from gnmt.translate import corpus_bleu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,10 +179,10 @@ def gnmt(out: Path) -> str:
         ],
         out / "translate.log",
     )
-    bleu = sacrebleu.corpus_bleu(
+    bleu = corpus_bleu(
         (out / "test.de.trans").read_text(encoding="utf-8").splitlines(),
-        [(raw / "test.de").read_text(encoding="utf-8").splitlines()],
-    ).score
+        (raw / "test.de").read_text(encoding="utf-8").splitlines(),
+    )
     return (
         f"test BLEU {final['best_bleu']:.1f} after {final['steps']} steps "
         f"(hidden 128, generated en-de pairs); translate.py on the raw text: BLEU {bleu:.1f}"

@@ -1,5 +1,7 @@
 """GNMT data: reading, length filtering, bucketed batches, resume positions, collation."""
 
+import math
+
 import pytest
 import torch
 
@@ -71,9 +73,19 @@ def test_bucketed_batches_are_deterministic_per_epoch_and_bucketed():
     flat = [i for b in a for i in b]
     assert len(flat) == len(set(flat))  # no sample twice in an epoch
     longest = torch.maximum(src, tgt)
-    width = (int(longest.max()) + 5) // 5
+    width = math.ceil(int(longest.max()) / 5)
     for b in a:  # every batch comes from a single length bucket
         assert len({min(int(longest[i]) // width, 4) for i in b}) == 1
+
+
+def test_buckets_are_nvidias_for_the_training_length_limit():
+    """Width ceil(limit / buckets): with the limit of 50, buckets 0-9, 10-19, 20-29,
+    30-39 and 40-50 (pairs of exactly 50 join the last)."""
+    longest = torch.tensor([9, 10, 19, 20, 29, 30, 39, 40, 50] * 4)
+    batches = data.bucketed_batches(longest, longest, 8, seed=1, epoch=0, max_length=50)
+    got = sorted(sorted(int(longest[i]) for i in b) for b in batches)
+    # the four 9s are a bucket's remainder, dropped
+    assert got == [[a] * 4 + [b] * 4 for a, b in ((10, 19), (20, 29), (30, 39), (40, 50))]
 
 
 def test_ranks_get_disjoint_shares_of_each_global_batch():

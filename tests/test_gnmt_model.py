@@ -52,21 +52,23 @@ def run_lstm(lstm, xs, suffix="", reverse=False):
     return out
 
 
-def reference_logits(model, src_ids, tgt_ids):
-    """Logits [T, V] of one unpadded sentence pair, one time step at a time."""
+def reference_logits(model, src_ids, tgt_ids, drop=lambda v: v):
+    """Logits [T, V] of one unpadded sentence pair, one time step at a time. `drop` (for
+    dropout) is applied where NVIDIA's GNMT applies it: to the input of every LSTM layer,
+    in the encoder and the decoder, the embeddings and the attention context included."""
     enc, dec = model.encoder, model.decoder
-    x = [enc.embedder.weight[t] for t in src_ids]
+    x = [drop(enc.embedder.weight[t]) for t in src_ids]
     fwd = run_lstm(enc.rnn_layers[0], x)
     bwd = run_lstm(enc.rnn_layers[0], x, "_reverse", reverse=True)
     x = [torch.cat((a, b)) for a, b in zip(fwd, bwd, strict=True)]
-    x = run_lstm(enc.rnn_layers[1], x)
+    x = run_lstm(enc.rnn_layers[1], [drop(a) for a in x])
     for lstm in enc.rnn_layers[2:]:
-        x = [a + b for a, b in zip(run_lstm(lstm, x), x, strict=True)]
+        x = [a + b for a, b in zip(run_lstm(lstm, [drop(a) for a in x]), x, strict=True)]
     keys = torch.stack(x)  # [S, H]
 
     attn = dec.att_rnn.attn
     v = attn.linear_att / attn.linear_att.norm() * attn.normalize_scalar
-    y = run_lstm(dec.att_rnn.rnn, [dec.embedder.weight[t] for t in tgt_ids])
+    y = run_lstm(dec.att_rnn.rnn, [drop(dec.embedder.weight[t]) for t in tgt_ids])
     contexts = []
     for q in y:
         e = torch.stack(
@@ -80,7 +82,7 @@ def reference_logits(model, src_ids, tgt_ids):
         )
         contexts.append(torch.softmax(e, 0) @ keys)
     for i, lstm in enumerate(dec.rnn_layers):
-        out = run_lstm(lstm, [torch.cat((a, c)) for a, c in zip(y, contexts, strict=True)])
+        out = run_lstm(lstm, [drop(torch.cat((a, c))) for a, c in zip(y, contexts, strict=True)])
         y = [a + b for a, b in zip(out, y, strict=True)] if i >= 1 else out
     return torch.stack([dec.classifier.weight @ a + dec.classifier.bias for a in y])
 
@@ -94,6 +96,27 @@ def test_forward_matches_step_by_step_reference_in_float64():
     for i, n in enumerate([7, 4, 5]):
         ref = reference_logits(model, src[i, :n].tolist(), tgt[i].tolist())
         torch.testing.assert_close(logits[i], ref, rtol=1e-10, atol=1e-10)
+
+
+class Affine(torch.nn.Module):
+    """Stands in for dropout: elementwise and deterministic, so where it is applied shows
+    in the output (dropping x ++ context differs from dropping x alone)."""
+
+    def forward(self, x):
+        return 1.7 * x + 0.05
+
+
+def test_dropout_falls_where_nvidia_puts_it():
+    model = make_model()
+    model.encoder.dropout = model.decoder.dropout = Affine()
+    src, src_len = batch([6, 3, 5])
+    tgt, _ = batch([5, 5, 5], seed=2)
+    logits = model(src, src_len, tgt)
+    for i, n in enumerate([6, 3, 5]):
+        src_ids, tgt_ids = src[i, :n].tolist(), tgt[i].tolist()
+        ref = reference_logits(model, src_ids, tgt_ids, drop=Affine())
+        torch.testing.assert_close(logits[i], ref, rtol=1e-10, atol=1e-10)
+        assert not torch.allclose(ref, reference_logits(model, src_ids, tgt_ids))
 
 
 def test_padding_never_changes_results():
@@ -150,16 +173,31 @@ def test_state_dict_names_follow_nvidia_layout():
 
 
 def test_initialisation_follows_the_recipe():
+    """NVIDIA's rules: every LSTM weight and input bias uniform(-0.1, 0.1) and the hidden
+    bias zero (no forget-gate bias); the shared embedding (its padding row included)
+    and the classifier uniform(-0.1, 0.1); attention g = 1/sqrt(hidden), b = 0."""
     model = GNMT(40, hidden_size=16, num_layers=4)
     attn = model.decoder.att_rnn.attn
     assert attn.normalize_scalar.item() == pytest.approx(1 / math.sqrt(16))
     assert torch.all(attn.normalize_bias == 0)
     assert model.encoder.embedder is model.decoder.embedder  # shared embeddings
+    assert model.encoder.embedder.weight[PAD].abs().sum() > 0  # padding row drawn too
     for p in model.parameters():
         assert p.abs().max() <= 0.1 + 1e-7 or p is attn.normalize_scalar
+    lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
+    assert len(lstms) == 2 * 4 - 1 + 1  # encoder 4, attention LSTM, decoder 3
+    for lstm in lstms:
+        for name, p in lstm.named_parameters():
+            if name.startswith("bias_hh"):
+                assert torch.all(p == 0), name
+            else:  # spread over the range, not a constant
+                assert p.abs().max() > 0.09 and p.std() > 0.04, name
 
 
 def test_label_smoothed_loss_matches_formula():
+    """NVIDIA's LabelSmoothing: (1 - s) * NLL + s * mean over all V classes of -log p
+    (the target, PAD and fillers included: s / V each, not s / (V - 1)), padding
+    positions left out, summed; the trainer divides by sentences x accumulation."""
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 7, dtype=torch.float64)
     target = torch.tensor([[4, 5, PAD], [6, EOS, PAD]])
@@ -209,6 +247,143 @@ def test_batched_beam_search_equals_sentence_by_sentence():
     assert all(EOS not in hyp and len(hyp) <= 10 for hyp in together)
 
 
+def reference_beam_search(model, src_ids, cfg):
+    """One sentence, spelled out: the beams as a list of hypotheses, every candidate of
+    every beam listed and sorted, the rules of `cfg.scoring` (gnmt.beam_search's
+    docstring) written plainly; NVIDIA's coverage as a list per slot."""
+    k, nvidia = cfg.beam_size, cfg.scoring == "nvidia"
+    source = model.encode(torch.tensor([src_ids]), torch.tensor([len(src_ids)]))
+    source = source.index_select(torch.zeros(k, dtype=torch.long))
+    state = source.state
+    zero = [0.0] * len(src_ids)
+    beams = [
+        {"tokens": [], "logp": 0.0 if b == 0 else -math.inf, "length": 1 if nvidia else 0,
+         "coverage": zero, "done": False}
+        for b in range(k)
+    ]  # fmt: skip
+    slot_coverage = [zero] * k
+    for step in range(cfg.max_length):
+        last = torch.tensor([[b["tokens"][-1] if b["tokens"] else BOS] for b in beams])
+        logits, attn, state = model.decode(last, source, state)
+        logp = torch.log_softmax(logits[:, 0], -1).tolist()
+        candidates = []
+        for i, beam in enumerate(beams):
+            if beam["done"]:  # it may only repeat EOS, at no cost
+                candidates.append((beam["logp"], i, EOS))
+                continue
+            seen = attn[i, 0].tolist()
+            slot_coverage[i] = [a + b for a, b in zip(slot_coverage[i], seen, strict=True)]
+            beam["coverage"] = [a + b for a, b in zip(beam["coverage"], seen, strict=True)]
+            candidates += [(beam["logp"] + lp, i, w) for w, lp in enumerate(logp[i])]
+        candidates.sort(key=lambda c: -c[0])
+        chosen = candidates[:k]
+        beams = [
+            {"tokens": beams[i]["tokens"] + ([] if beams[i]["done"] else [w]), "logp": score,
+             "length": beams[i]["length"] + (not beams[i]["done"]),
+             "coverage": beams[i]["coverage"], "done": beams[i]["done"] or w == EOS}
+            for score, i, w in chosen
+        ]  # fmt: skip
+        origin = torch.tensor([i for _, i, _ in chosen])
+        state = [(h.index_select(1, origin), c.index_select(1, origin)) for h, c in state]
+        at_limit = step == cfg.max_length - 1  # finished on the last step, or not at all
+        if all(b["done"] for b in beams):
+            break
+
+    def score(logp, length, coverage):
+        lp = ((cfg.len_norm_const + length) / (cfg.len_norm_const + 1)) ** cfg.len_norm_factor
+        cp = sum(math.log(min(c, 1.0)) for c in coverage if c > 0)
+        return logp / lp + cfg.cov_penalty_factor * cp
+
+    if not nvidia:
+        ranked = [score(b["logp"], b["length"], b["coverage"]) for b in beams]
+    elif at_limit:
+        ranked = [b["logp"] for b in beams]
+    else:  # sorted by log-probability; the coverage stays in its slot
+        beams = sorted(beams, key=lambda b: -b["logp"])
+        ranked = [
+            score(b["logp"], b["length"], c) for b, c in zip(beams, slot_coverage, strict=True)
+        ]
+    tokens = beams[ranked.index(max(ranked))]["tokens"]
+    return tokens[:-1] if tokens and tokens[-1] == EOS else tokens
+
+
+def test_beam_search_on_gnmt_follows_its_rules_sentence_by_sentence():
+    model = make_model(seed=4)
+    lengths = [6, 3, 5, 4, 7, 2]
+    src, src_len = batch(lengths, seed=9)
+    for scoring in ("nvidia", "paper"):
+        cfg = SearchConfig(beam_size=4, max_length=8, scoring=scoring)
+        want = [
+            reference_beam_search(model, src[i, :n].tolist(), cfg) for i, n in enumerate(lengths)
+        ]
+        assert beam_search(model, src, src_len, cfg) == want
+
+
+class TableSource:
+    def __init__(self, src, mask):
+        self.src, self.mask, self.state = src, mask, None
+
+    def index_select(self, index):
+        return TableSource(self.src.index_select(0, index), self.mask.index_select(0, index))
+
+
+class TableModel:
+    """A stand-in for GNMT in search tests: the next token's logits come from tables of
+    the previous token and of the source's tokens, EOS grows likelier with each step
+    (the step count is its decoder state), and the attention on each source token comes
+    from a table of (previous token, source token): sentences end at varied lengths and
+    coverage varies between hypotheses."""
+
+    def __init__(self, seed, vocab=12, eos_slope=0.5):
+        g = torch.Generator().manual_seed(seed)
+
+        def table(*shape, scale):
+            return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+        self.next, self.from_source = table(vocab, vocab, scale=1.5), table(vocab, vocab, scale=0.5)
+        self.attention, self.eos_slope = table(vocab, vocab, scale=2.0), eos_slope
+
+    def encode(self, src, lengths):
+        return TableSource(src, torch.arange(src.size(1))[None, :] >= lengths[:, None])
+
+    def decode(self, last, source, state):
+        step = state[0][0] if state else torch.zeros(1, last.size(0), 1, dtype=torch.float64)
+        previous = last[:, 0]
+        keep = (~source.mask).unsqueeze(-1)
+        logits = self.next[previous] + (self.from_source[source.src] * keep).sum(1)
+        logits[:, EOS] += self.eos_slope * step[0, :, 0] - 2.0
+        scores = self.attention[previous.unsqueeze(1), source.src].masked_fill(
+            source.mask, -torch.inf
+        )
+        attn = torch.softmax(scores, dim=-1)
+        return logits.unsqueeze(1), attn.unsqueeze(1), [(step + 1, step + 1)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_length", [6, 25])
+def test_beam_search_follows_its_rules_sentence_by_sentence(seed, max_length):
+    """Both rule sets against the plain reference, on sentences that end at varied
+    lengths, some at the limit; the rule sets choose differently for some of them."""
+    model, vocab = TableModel(seed), 12
+    lengths = [6, 3, 5, 4, 7, 2, 6, 5, 8, 3, 4, 6]
+    g = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lengths), max(lengths)), PAD, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        src[i, :n] = torch.randint(4, vocab, (n,), generator=g)
+    found = {}
+    for scoring in ("nvidia", "paper"):
+        cfg = SearchConfig(
+            beam_size=4, max_length=max_length, cov_penalty_factor=0.4, scoring=scoring
+        )
+        found[scoring] = beam_search(model, src, torch.tensor(lengths), cfg)
+        want = [
+            reference_beam_search(model, src[i, :n].tolist(), cfg) for i, n in enumerate(lengths)
+        ]
+        assert found[scoring] == want
+    assert any(len(h) < max_length for h in found["nvidia"])  # some finish before the limit
+    assert found["nvidia"] != found["paper"]
+
+
 class ScriptedModel:
     """Next-token distributions that depend only on the previous token, so greedy
     decoding is lured down a worse path: BOS -> A (0.6) | B (0.4);
@@ -251,12 +426,23 @@ def test_beam_search_finds_what_greedy_misses():
     assert beam == [[ScriptedModel.B]]  # probability 0.396
 
 
-def test_length_normalisation_changes_the_choice():
-    # With a strong length bonus the longer A C (0.216) beats B (0.396):
-    # log(0.21) / lp(3) > log(0.396) / lp(2) once alpha is large.
+@pytest.mark.parametrize("scoring, alpha", [("paper", 4.0), ("nvidia", 4.0), ("nvidia", 6.0)])
+def test_length_normalisation_changes_the_choice(scoring, alpha):
+    # With a strong length bonus the longer A C EOS (0.216) beats B EOS (0.396). The
+    # paper counts 3 and 2 tokens: log(0.216) / lp(3) > log(0.396) / lp(2) at alpha 4.
+    # NVIDIA counts the start token too, 4 and 3, which alpha 4 does not overcome.
     model, src = ScriptedModel(), torch.ones(1, 3, dtype=torch.long)
-    cfg = SearchConfig(beam_size=2, max_length=6, len_norm_factor=4.0, cov_penalty_factor=0.0)
-    assert beam_search(model, src, torch.tensor([3]), cfg)[0][0] == ScriptedModel.A
+    cfg = SearchConfig(beam_size=2, max_length=6, len_norm_factor=alpha, cov_penalty_factor=0.0,
+                       scoring=scoring)  # fmt: skip
+
+    def lp(n):
+        return ((5 + n) / 6) ** alpha
+
+    extra = 1 if scoring == "nvidia" else 0
+    longer_wins = math.log(0.216) / lp(3 + extra) > math.log(0.396) / lp(2 + extra)
+    assert longer_wins == ((scoring, alpha) != ("nvidia", 4.0))
+    want = [ScriptedModel.A, ScriptedModel.C] if longer_wins else [ScriptedModel.B]
+    assert beam_search(model, src, torch.tensor([3]), cfg) == [want]
 
 
 def test_final_scores_formula():

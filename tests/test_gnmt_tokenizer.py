@@ -16,6 +16,7 @@ from gnmt.tokenizer import (
     Tokenizer,
     TokenizerError,
     read_vocab,
+    vocab_multiple,
 )
 from tests.gnmt_fixtures import toy_pairs, write_bpe_files
 
@@ -145,3 +146,24 @@ def test_encode_without_codes_is_an_error(files):
     with pytest.raises(TokenizerError, match="no BPE codes"):
         tok.encode("The dog.")
     assert tok.decode([BOS, tok.index["The"], EOS]) == "The"
+
+
+def test_training_pads_the_vocabulary_in_half_precision_only(files):
+    """NVIDIA's rule: a multiple of 8 for fp16 (we add bf16), none in fp32 (or tf32)."""
+    assert [vocab_multiple(m) for m in ("fp32", "tf32", "fp16", "bf16")] == [1, 1, 8, 8]
+    pieces = read_vocab(files[0])
+    plain = Tokenizer.from_files(*files, pad_to=vocab_multiple("fp32"))
+    assert plain.tokens == ["<pad>", "<unk>", "<s>", "<\\s>", *pieces]
+    padded = Tokenizer.from_files(*files, pad_to=vocab_multiple("fp16"))
+    assert padded.vocab_size == 4 + len(pieces) + (-(4 + len(pieces)) % 8)
+
+
+def test_resuming_in_another_precision_names_the_padding(files):
+    padded = Tokenizer.from_files(*files, pad_to=8)
+    plain = Tokenizer.from_files(*files, pad_to=1)
+    if padded.vocab_size == plain.vocab_size:
+        pytest.skip("this vocabulary needs no padding")
+    with pytest.raises(
+        TokenizerError, match=r"padded to \d+ entries .* resume with the run's --math"
+    ):
+        plain.load_state_dict(padded.state_dict())

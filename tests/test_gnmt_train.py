@@ -82,7 +82,7 @@ def steps_per_epoch(dataset):
         tok,
         max_length=50,
     )
-    return data.batches_per_epoch(pairs, 16, 1)
+    return data.batches_per_epoch(pairs, 16, 1, max_length=50)
 
 
 def final_record(save_dir):

@@ -10,8 +10,9 @@ import io
 import sys
 
 import pytest
+import sacrebleu
 
-from gnmt.translate import main, parse_args
+from gnmt.translate import corpus_bleu, main, parse_args
 from tests.gnmt_fixtures import make_model, make_tokenizer, save_our_checkpoint, toy_pairs
 from tests.helpers import run_python
 
@@ -164,3 +165,14 @@ def test_command_line_errors_are_one_line_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: checkpoint {missing} does not exist"]
     assert not (tmp_path / "in.en.trans").exists()
+
+
+def test_bleu_is_nvidias_unless_asked():
+    """NVIDIA scores `sacrebleu --score-only -lc --tokenize intl`: case does not count,
+    and the international tokenisation splits punctuation off numbers and symbols."""
+    hyp, ref = ["Das Haus ist klein, sagte er."], ["das haus ist klein, sagte er."]
+    assert corpus_bleu(hyp, ref) == pytest.approx(100.0)
+    assert corpus_bleu(hyp, ref, "sacrebleu") < 70  # two words differ in case
+    expected = sacrebleu.corpus_bleu(hyp, [ref], lowercase=True, tokenize="intl").score
+    assert corpus_bleu(hyp, ref, "nvidia") == expected
+    assert corpus_bleu(hyp, ref, "sacrebleu") == sacrebleu.corpus_bleu(hyp, [ref]).score

@@ -103,3 +103,35 @@ def test_gnmt_scheduler_sets_group_lr():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def nvidia_gnmt_lr(e, base, total, warmup=200, remain=0.666, decay_steps=4, factor=0.5):
+    """NVIDIA's WarmupMultiStepLR at its count `e` (0 when built, stepped before each update)."""
+    remain = int(remain * total)
+    warmup = min(warmup, remain)
+    interval = max((total - remain) // decay_steps, 1)
+    if e <= warmup:
+        return base * math.exp(math.log(0.01) / warmup) ** (warmup - e)
+    if e >= remain:
+        return base * factor ** min((e - remain) // interval + 1, decay_steps)
+    return base
+
+
+def test_gnmt_updates_run_at_nvidias_rates():
+    """NVIDIA steps its scheduler before each update, so update t (from 1) runs at its
+    rate for count t: the first already above base/100, the 200th at base, and decays one
+    update earlier than a scheduler stepped after the update would give."""
+    total, base = 1824, 2e-3
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=base)
+    sched = build_gnmt_scheduler(opt, total_steps=total, warmup_steps=200, remain_steps=0.666)
+    used = []
+    for _ in range(total):
+        used.append(opt.param_groups[0]["lr"])  # the rate this update runs at
+        opt.step()
+        sched.step()
+    want = [nvidia_gnmt_lr(t, base, total) for t in range(1, total + 1)]
+    assert used == pytest.approx(want, rel=1e-12)
+    assert used[0] == pytest.approx(base * 0.01 ** (199 / 200)) and used[0] > base / 100
+    assert used[199] == pytest.approx(base) and used[198] < base
+    remain = int(0.666 * total)  # 1214: the update with this index is the first decayed
+    assert used[remain - 2] == base and used[remain - 1] == base / 2
