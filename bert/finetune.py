@@ -300,6 +300,16 @@ def load_model(
     return tokenizer, model
 
 
+def classification_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross entropy of a sequence classifier (run_glue, run_re) on `batch["labels"]`."""
+    return torch.nn.functional.cross_entropy(class_logits(model, batch).float(), batch["labels"])
+
+
+def class_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """A sequence classifier's logits [B, labels]."""
+    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups: weights with `weight_decay`, biases and LayerNorm without."""
     decay, no_decay = [], []

@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bert import glue
 from bert.finetune import (
@@ -37,6 +35,8 @@ from bert.finetune import (
     add_finetune_args,
     check_setup_values,
     claim_output_dir,
+    class_logits,
+    classification_loss,
     finetune_problems,
     infer,
     load_model,
@@ -101,15 +101,6 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     alone is fine.)"""
     check_setup_values(p, args)
     cli.check_args(p, *finetune_problems(args))
-
-
-def classification_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return F.cross_entropy(class_logits(model, batch).float(), batch["labels"])
-
-
-def class_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, labels]."""
-    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
 
 
 def main(argv: list[str] | None = None) -> int:

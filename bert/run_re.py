@@ -41,6 +41,8 @@ from bert.finetune import (
     FinetuneError,
     add_finetune_args,
     claim_output_dir,
+    class_logits,
+    classification_loss,
     finetune_problems,
     infer,
     load_model,
@@ -50,7 +52,6 @@ from bert.finetune import (
     train,
 )
 from bert.model import BertForSequenceClassification
-from bert.run_glue import class_logits, classification_loss
 from bert.tokenization import FullTokenizer
 from common import cli, distributed
 from common.atomic import atomic_write
