@@ -543,6 +543,26 @@ def infer(
     )
 
 
+def stopped_early(
+    result: TrainResult,
+    model: BertPreTrainedModel,
+    tokenizer: FullTokenizer,
+    args: argparse.Namespace,
+    env: distributed.DistEnv,
+    logger: Logger,
+) -> bool:
+    """After `train`: an interrupted run (its checkpoint is what resumes) closes its log
+    and process group and answers True, for the caller to return; a finished one saves
+    the fine-tuned model (main process) and answers False."""
+    if result.interrupted:
+        logger.close()
+        distributed.cleanup()
+        return True
+    if env.is_main:
+        model.save_pretrained(args.output_dir, vocab_file=tokenizer.vocab_file)
+    return False
+
+
 def report_training(
     result: TrainResult, env: distributed.DistEnv, logger: Logger, **extra: Any
 ) -> None:

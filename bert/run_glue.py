@@ -43,6 +43,7 @@ from bert.finetune import (
     open_logger,
     report_inference,
     report_training,
+    stopped_early,
     train,
 )
 from bert.model import BertForSequenceClassification
@@ -143,12 +144,8 @@ def run(args: argparse.Namespace) -> int:
         tensors = glue.make_tensors(train_data.examples, tokenizer, args.max_seq_length)
         result = train(model, tensors, classification_loss, args, env, prec, logger)
         report_training(result, env, logger, skipped_train_rows=len(train_data.skipped))
-        if result.interrupted:
-            logger.close()
-            distributed.cleanup()
+        if stopped_early(result, model, tokenizer, args, env, logger):
             return 0
-        if env.is_main:
-            model.save_pretrained(args.output_dir, vocab_file=tokenizer.vocab_file)
 
     if env.is_main:
         if dev:

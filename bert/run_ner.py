@@ -46,6 +46,7 @@ from bert.finetune import (
     open_logger,
     report_inference,
     report_training,
+    stopped_early,
     train,
 )
 from bert.model import BertForTokenClassification
@@ -192,12 +193,8 @@ def run(args: argparse.Namespace) -> int:
         )
         result = train(model, features.tensors, token_loss, args, env, prec, logger)
         report_training(result, env, logger, train_sentences=len(train_data.sentences))
-        if result.interrupted:
-            logger.close()
-            distributed.cleanup()
+        if stopped_early(result, model, tokenizer, args, env, logger):
             return 0
-        if env.is_main:
-            model.save_pretrained(args.output_dir, vocab_file=tokenizer.vocab_file)
 
     if env.is_main:
         if dev is not None:

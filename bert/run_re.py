@@ -49,6 +49,7 @@ from bert.finetune import (
     open_logger,
     report_inference,
     report_training,
+    stopped_early,
     train,
 )
 from bert.model import BertForSequenceClassification
@@ -128,12 +129,8 @@ def run(args: argparse.Namespace) -> int:
         tensors = features(args, train_data, tokenizer, "train", env.is_main)
         result = train(model, tensors, classification_loss, args, env, prec, logger)
         report_training(result, env, logger)
-        if result.interrupted:
-            logger.close()
-            distributed.cleanup()
+        if stopped_early(result, model, tokenizer, args, env, logger):
             return 0
-        if env.is_main:
-            model.save_pretrained(args.output_dir, vocab_file=tokenizer.vocab_file)
 
     if env.is_main:
         files = {**scored, "test": test} if test is not None else scored

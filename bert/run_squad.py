@@ -44,6 +44,7 @@ from bert.finetune import (
     open_logger,
     report_inference,
     report_training,
+    stopped_early,
     train,
 )
 from bert.model import BertForQuestionAnswering
@@ -244,12 +245,8 @@ def run(args: argparse.Namespace) -> int:
         tensors = training_tensors(args, tokenizer, train_data, env)
         result = train(model, tensors, squad_loss, args, env, prec, logger)
         report_training(result, env, logger, skipped_train_questions=len(train_data.skipped))
-        if result.interrupted:
-            logger.close()
-            distributed.cleanup()
+        if stopped_early(result, model, tokenizer, args, env, logger):
             return 0
-        if env.is_main:
-            model.save_pretrained(args.output_dir, vocab_file=tokenizer.vocab_file)
 
     if predict_data is not None and env.is_main:
         predict(args, tokenizer, model, predict_data, gold, prec, env, logger)
