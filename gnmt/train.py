@@ -31,7 +31,7 @@ from common.schedules import build_gnmt_scheduler
 from common.step import OptimizerStep
 from gnmt import data
 from gnmt.beam_search import add_scoring_flags, search_config
-from gnmt.model import GNMT, config_dict, label_smoothed_loss
+from gnmt.model import DECODER_DROPOUT, GNMT, config_dict, label_smoothed_loss
 from gnmt.tokenizer import Tokenizer, vocab_multiple
 from gnmt.translate import add_bleu_flag, corpus_bleu, translate_ids
 
@@ -90,6 +90,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="LSTM layers of the encoder and of the decoder (at least 2)",
     )
     m.add_argument("--dropout", type=cli.probability, default=0.2, help="dropout probability")
+    m.add_argument(
+        "--decoder-dropout",
+        choices=DECODER_DROPOUT,
+        default="outputs",
+        help="where the decoder drops out: each LSTM's output before the attention context "
+        "joins it (NVIDIA's first release; learned faster in docs/GNMT.md's measurements), "
+        "or every LSTM input whole, target embedding and context included (NVIDIA's "
+        "current code)",
+    )
     p.set_defaults(share_embedding=True, eval=True)  # for the two --no-* flags below
     m.add_argument(
         "--no-share-embedding",
@@ -378,6 +387,7 @@ def train(args: argparse.Namespace) -> int:
         args.dropout,
         args.share_embedding,
         args.init_decoder_from_encoder,
+        decoder_dropout=args.decoder_dropout,
     ).to(env.device)
     # fused on the GPU: one kernel, and fp16 loss scaling without a host sync per step
     fused = env.device.type == "cuda"
@@ -401,6 +411,7 @@ def train(args: argparse.Namespace) -> int:
             "global batch": global_batch,
             "--epochs": args.epochs,
             "--num-buckets": args.num_buckets,
+            "--decoder-dropout": args.decoder_dropout,
             "--seed": args.seed,
             "training pairs": len(train),
         }

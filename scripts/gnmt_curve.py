@@ -4,10 +4,15 @@ delivered as WMT16 delivers its test sets.
     python -m scripts.gnmt_curve --out-dir results/gnmt_curve [--seeds 1,2,3] \\
         [--pairs 14500] [--epochs 4] [-- EXTRA gnmt.train FLAGS]
 
-The data are gnmt.toy_data's generated English-German pairs (a grammar with agreement,
-plurals and German verb-final clauses, so not WMT's BLEU; no real corpus is reachable
-from the machines this runs on). The held-out pairs go through the path real test sets
-take: written as newstest SGM files (`newstest2014-deen-src.en.sgm`,
+Two corpora (--corpus):
+- generated: gnmt.toy_data's English-German pairs (a grammar with agreement, plurals and
+  German verb-final clauses; a deterministic mapping that a model can learn outright).
+- gettext: real, human-translated pairs: the English messages of the programs installed
+  on this machine and their German translations, read from the German gettext catalogs
+  (`de/LC_MESSAGES/*.mo`) under --catalogs (default /usr/share). Short technical
+  sentences, not news, but real language with a long tail of words and free wording.
+  The report lists the catalogs, so a figure names its data.
+The held-out pairs go through the path real test sets take: written as newstest SGM files (`newstest2014-deen-src.en.sgm`,
 `newstest2014-deen-ref.de.sgm`, and newstest2015 for dev: srcset/refset, doc and seg
 elements, XML entities), read back by gnmt.wmt16's SGM reader, then prepared by
 gnmt.prepare_data (Moses tokenisation, cleaning, BPE learned on the training text, the
@@ -18,14 +23,17 @@ over the last third), and gnmt.train scores the test set with sacreBLEU after ea
 Written into --out-dir: data/ (raw and prepared), seed_S/ (each run, as
 scripts/stability.py runs it: console output in seed_S.out), and, atomically, curve.md
 and curve.json: the BLEU of each seed after each epoch (with its step), their mean, and
-the seeds' mean and spread of the final BLEU. Seed folders that exist are refused.
+the seeds' mean and spread of the final BLEU. Seed folders that exist are refused; data/
+is made once and used again by later seeds (of the same --corpus only).
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import random
 import statistics
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,8 +62,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out-dir", type=Path, required=True, help="data, runs and the report")
+    p.add_argument(
+        "--corpus",
+        choices=("generated", "gettext"),
+        default="generated",
+        help="generated pairs, or the German gettext catalogs under --catalogs",
+    )
+    p.add_argument(
+        "--catalogs",
+        type=Path,
+        nargs="+",
+        default=[Path("/usr/share")],
+        help="folders searched for de/LC_MESSAGES/*.mo (--corpus gettext)",
+    )
     p.add_argument("--seeds", type=stability.seeds_arg, default=[1, 2, 3], help="training seeds")
-    p.add_argument("--pairs", type=cli.positive_int, default=14500, help="training pairs")
+    p.add_argument("--pairs", type=cli.positive_int, default=14500, help="most training pairs")
     p.add_argument("--test", type=cli.positive_int, default=500, help="test (and dev) pairs")
     p.add_argument("--data-seed", type=cli.nonnegative_int, default=1, help="seed of the data")
     p.add_argument("--epochs", type=cli.positive_int, default=4, help="epochs (BLEU after each)")
@@ -77,6 +98,109 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------- data
+
+MO_MAGIC = 0x950412DE
+WORDS = (3, 40)  # English messages of this many words are kept
+
+
+def read_mo(path: Path) -> list[tuple[str, str]]:
+    """The (msgid, msgstr) pairs of a compiled gettext catalog, in file order: context
+    dropped, plural entries as their first forms, the header entry left out."""
+    data = path.read_bytes()
+    try:
+        magic = struct.unpack("<I", data[:4])[0]
+        order = "<" if magic == MO_MAGIC else ">"
+        if struct.unpack(order + "I", data[:4])[0] != MO_MAGIC:
+            raise ValueError(f"magic number {magic:#x} is not gettext's")
+        _, count, ids_at, strs_at = struct.unpack(order + "4I", data[4:20])
+
+        def table(at: int) -> list[bytes]:
+            out = []
+            for i in range(count):
+                length, offset = struct.unpack(order + "2I", data[at + 8 * i : at + 8 * i + 8])
+                if offset + length > len(data):
+                    raise ValueError(f"entry {i} runs past the end of the file")
+                out.append(data[offset : offset + length])
+            return out
+
+        ids, strs = table(ids_at), table(strs_at)
+        charset = "utf-8"
+        for msgid, msgstr in zip(ids, strs, strict=True):
+            if msgid == b"":
+                for line in msgstr.decode("ascii", "replace").splitlines():
+                    if line.lower().startswith("content-type:") and "charset=" in line:
+                        charset = line.split("charset=", 1)[1].strip() or charset
+        pairs = []
+        for msgid, msgstr in zip(ids, strs, strict=True):
+            if msgid == b"":
+                continue
+            en = msgid.decode(charset).split("\x04")[-1].split("\x00")[0]
+            pairs.append((en, msgstr.decode(charset).split("\x00")[0]))
+    except (struct.error, ValueError, LookupError) as e:  # UnicodeDecodeError is a ValueError
+        raise UserError(f"{path}: not a readable gettext catalog ({e})") from None
+    return pairs
+
+
+def catalog_files(roots: list[Path]) -> list[Path]:
+    """The German catalogs under `roots`, sorted (a missing folder is an error)."""
+    for root in roots:
+        if not root.is_dir():
+            raise UserError(f"--catalogs {root}: no such folder")
+    found = {
+        p for root in roots for p in root.rglob("*.mo")
+        if p.parent.name == "LC_MESSAGES" and p.parent.parent.name == "de" and p.is_file()
+    }  # fmt: skip
+    return sorted(found)
+
+
+def catalog_corpus(
+    files: list[Path], train: int, test: int, dev: int, seed: int
+) -> tuple[dict[str, list[tuple[str, str]]], dict[str, int]]:
+    """Splits of the catalogs' translated messages: whitespace folded, untranslated and
+    unchanged messages and those outside WORDS left out, pairs deduplicated. Messages are
+    shuffled by `seed` and split by their English text, so no held-out English sentence
+    occurs in training; a held-out message keeps one reference, a training one all its
+    translations. Also the number of pairs each catalog gave."""
+    by_english: dict[str, set[str]] = {}
+    counts = {}
+    for path in files:
+        kept = 0
+        for en, de in read_mo(path):
+            en, de = " ".join(en.split()), " ".join(de.split())
+            if de and en != de and WORDS[0] <= len(en.split()) <= WORDS[1]:
+                by_english.setdefault(en, set()).add(de)
+                kept += 1
+        counts[str(path)] = kept
+    english = sorted(by_english)
+    random.Random(seed).shuffle(english)
+    if len(english) < test + dev + 1:
+        raise UserError(
+            f"the catalogs give {len(english)} usable English messages; "
+            f"--test {test} needs more than {test + dev} (test and dev)"
+        )
+    splits: dict[str, list[tuple[str, str]]] = {
+        "test": [(en, min(by_english[en])) for en in english[:test]],
+        "dev": [(en, min(by_english[en])) for en in english[test : test + dev]],
+        "train": [(en, de) for en in english[test + dev :] for de in sorted(by_english[en])],
+    }
+    splits["train"] = splits["train"][:train]
+    return splits, counts
+
+
+def write_catalog_corpus(args: argparse.Namespace, raw: Path) -> None:
+    files = catalog_files(args.catalogs)
+    if not files:
+        roots = " ".join(map(str, args.catalogs))
+        raise UserError(f"--catalogs {roots}: no German catalog (de/LC_MESSAGES/*.mo) found")
+    splits, counts = catalog_corpus(files, args.pairs, args.test, args.test, args.data_seed)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, pairs in splits.items():
+        toy_data.write_split(raw, name, pairs)
+    lines = [f"{n} pairs from {path}" for path, n in counts.items()]
+    sizes = ", ".join(f"{len(p)} {name}" for name, p in splits.items())
+    with atomic_write(raw / "SOURCES", "w", encoding="utf-8") as f:
+        f.write(f"English-German gettext messages: {sizes} pairs, from\n")
+        f.write("\n".join(lines) + "\n")
 
 
 def write_sgm(path: Path, set_id: str, lang: str, role: str, lines: list[str]) -> None:
@@ -103,11 +227,18 @@ def make_data(args: argparse.Namespace) -> Path:
     folder. Done once: a folder that holds the prepared vocabulary is used as it is."""
     data = args.out_dir / "data"
     prepared = data / "prepared"
+    marker = data / "CORPUS"
     if (prepared / f"vocab.bpe.{MERGES}").is_file():
+        made = marker.read_text(encoding="utf-8").strip() if marker.is_file() else "generated"
+        if made != args.corpus:
+            raise UserError(f"{data} holds the {made} corpus, not --corpus {args.corpus}")
         print(f"using the data in {data}", flush=True)
         return prepared
     raw, sgm = data / "raw", data / "sgm"
-    toy_data.generate(raw, args.pairs, args.test, args.test, seed=args.data_seed)
+    if args.corpus == "gettext":
+        write_catalog_corpus(args, raw)
+    else:
+        toy_data.generate(raw, args.pairs, args.test, args.test, seed=args.data_seed)
     sgm.mkdir(parents=True, exist_ok=True)
     for set_id, (split, en_name, de_name) in SGM_SETS.items():
         for lang, name, role in (("en", en_name, "src"), ("de", de_name, "ref")):
@@ -121,6 +252,8 @@ def make_data(args: argparse.Namespace) -> Path:
         merges=MERGES, test_name="newstest2014",
     )  # fmt: skip
     (prepared / "newstest2014.de").write_bytes((raw / "newstest2014.de").read_bytes())
+    with atomic_write(marker, "w", encoding="utf-8") as f:
+        f.write(args.corpus + "\n")
     return prepared
 
 
@@ -162,6 +295,13 @@ def epoch_bleu(log: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _plain(value: Any) -> Any:
+    """`value` for JSON: paths as strings, in lists too."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 def build_report(args: argparse.Namespace, curves: dict[int, list[dict]]) -> dict[str, Any]:
     epochs = sorted({r["epoch"] for rows in curves.values() for r in rows})
     table = []
@@ -180,7 +320,7 @@ def build_report(args: argparse.Namespace, curves: dict[int, list[dict]]) -> dic
         table.append(row)
     finals = [rows[-1]["bleu"] for rows in curves.values() if rows]
     return {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: _plain(v) for k, v in vars(args).items()},
         "curve": table,
         "final": {
             "mean": statistics.fmean(finals) if finals else None,

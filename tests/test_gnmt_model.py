@@ -52,10 +52,13 @@ def run_lstm(lstm, xs, suffix="", reverse=False):
     return out
 
 
-def reference_logits(model, src_ids, tgt_ids, drop=lambda v: v):
+def reference_logits(model, src_ids, tgt_ids, drop=lambda v: v, placement="outputs"):
     """Logits [T, V] of one unpadded sentence pair, one time step at a time. `drop` (for
-    dropout) is applied where NVIDIA's GNMT applies it: to the input of every LSTM layer,
-    in the encoder and the decoder, the embeddings and the attention context included."""
+    dropout) is applied to the input of every encoder LSTM, embedding included, and in the
+    decoder where `placement` says: "outputs", to each LSTM's output before the attention
+    context joins it (NVIDIA's first release); "inputs", to every LSTM input whole, the
+    target embedding and the context included (NVIDIA's current code)."""
+    inputs = placement == "inputs"
     enc, dec = model.encoder, model.decoder
     x = [drop(enc.embedder.weight[t]) for t in src_ids]
     fwd = run_lstm(enc.rnn_layers[0], x)
@@ -68,7 +71,8 @@ def reference_logits(model, src_ids, tgt_ids, drop=lambda v: v):
 
     attn = dec.att_rnn.attn
     v = attn.linear_att / attn.linear_att.norm() * attn.normalize_scalar
-    y = run_lstm(dec.att_rnn.rnn, [drop(dec.embedder.weight[t]) for t in tgt_ids])
+    embedded = [dec.embedder.weight[t] for t in tgt_ids]
+    y = run_lstm(dec.att_rnn.rnn, [drop(e) for e in embedded] if inputs else embedded)
     contexts = []
     for q in y:
         e = torch.stack(
@@ -82,7 +86,9 @@ def reference_logits(model, src_ids, tgt_ids, drop=lambda v: v):
         )
         contexts.append(torch.softmax(e, 0) @ keys)
     for i, lstm in enumerate(dec.rnn_layers):
-        out = run_lstm(lstm, [drop(torch.cat((a, c))) for a, c in zip(y, contexts, strict=True)])
+        pairs = zip(y, contexts, strict=True)
+        joined = [drop(torch.cat((a, c))) if inputs else torch.cat((drop(a), c)) for a, c in pairs]
+        out = run_lstm(lstm, joined)
         y = [a + b for a, b in zip(out, y, strict=True)] if i >= 1 else out
     return torch.stack([dec.classifier.weight @ a + dec.classifier.bias for a in y])
 
@@ -106,17 +112,30 @@ class Affine(torch.nn.Module):
         return 1.7 * x + 0.05
 
 
-def test_dropout_falls_where_nvidia_puts_it():
-    model = make_model()
+@pytest.mark.parametrize("placement", ["outputs", "inputs"])
+def test_dropout_falls_where_nvidias_releases_put_it(placement):
+    model = make_model(decoder_dropout=placement)
+    other = "inputs" if placement == "outputs" else "outputs"
     model.encoder.dropout = model.decoder.dropout = Affine()
     src, src_len = batch([6, 3, 5])
     tgt, _ = batch([5, 5, 5], seed=2)
     logits = model(src, src_len, tgt)
     for i, n in enumerate([6, 3, 5]):
         src_ids, tgt_ids = src[i, :n].tolist(), tgt[i].tolist()
-        ref = reference_logits(model, src_ids, tgt_ids, drop=Affine())
+        ref = reference_logits(model, src_ids, tgt_ids, drop=Affine(), placement=placement)
         torch.testing.assert_close(logits[i], ref, rtol=1e-10, atol=1e-10)
         assert not torch.allclose(ref, reference_logits(model, src_ids, tgt_ids))
+        wrong = reference_logits(model, src_ids, tgt_ids, drop=Affine(), placement=other)
+        assert not torch.allclose(ref, wrong)
+
+
+def test_the_decoder_dropout_placement_is_checked_and_kept_in_the_config():
+    assert make_model().config.decoder_dropout == "outputs"
+    assert gnmt_model.config_dict(make_model(decoder_dropout="inputs"))["decoder_dropout"] == (
+        "inputs"
+    )
+    with pytest.raises(ValueError, match="decoder_dropout 'both': one of outputs, inputs"):
+        GNMT(V, hidden_size=H, decoder_dropout="both")
 
 
 def test_padding_never_changes_results():

@@ -158,10 +158,11 @@ def test_resume_with_settings_that_break_exact_resume_is_refused(dataset, tmp_pa
     assert train.main(flags(dataset, tmp_path, "--max-steps", "2", "--no-eval")) == 0
     args = flags(dataset, tmp_path, "--resume", "--no-eval", "--epochs", "7")
     args[args.index("--train-batch-size") + 1] = "4"
-    assert train.main(args) == 1
+    assert train.main([*args, "--decoder-dropout", "inputs"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint ") and "model_last.pth" in err
     assert "--train-batch-size 16 -> 4" in err and "--epochs 6 -> 7" in err
+    assert "--decoder-dropout 'outputs' -> 'inputs'" in err
     assert len(err.splitlines()) == 1
 
 
