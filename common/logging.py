@@ -71,17 +71,17 @@ def _holds_one_value(value: Any) -> bool:
     return isinstance(value, np.generic)
 
 
-def _plain(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """`value` as JSON-ready Python data: one-element tensors/arrays and numpy scalars
     become numbers, tuples become lists, unknown objects their `str`."""
     if _holds_one_value(value):
-        return _plain(value.item())
+        return jsonable(value.item())
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     return str(value)
 
 
@@ -180,8 +180,8 @@ class Logger:
         self._check_open()
         if not self.enabled:
             return  # also spares other ranks the GPU syncs of tensor.item()
-        step = _plain(step)
-        data = {str(k): _plain(v) for k, v in data.items()}
+        step = jsonable(step)
+        data = {str(k): jsonable(v) for k, v in data.items()}
         self._write_record("LOG", step=step, data=data)
         if self._stdout:
             # tqdm.write prints above any active progress bar instead of through it.
@@ -196,7 +196,7 @@ class Logger:
         self._check_open()
         self._metadata[metric] = dict(meta)
         if self.enabled:
-            self._write_record("METADATA", metric=metric, metadata=_plain(meta))
+            self._write_record("METADATA", metric=metric, metadata=jsonable(meta))
 
     def flush(self) -> None:
         if self._file is not None:

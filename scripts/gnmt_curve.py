@@ -42,7 +42,7 @@ from common import cli
 from common.atomic import atomic_write
 from common.benchmark import markdown_table, write_json
 from common.errors import UserError
-from common.logging import read_dllogger
+from common.logging import jsonable, read_dllogger
 from gnmt import prepare_data, toy_data, wmt16
 from scripts import stability
 
@@ -108,10 +108,9 @@ def read_mo(path: Path) -> list[tuple[str, str]]:
     dropped, plural entries as their first forms, the header entry left out."""
     data = path.read_bytes()
     try:
-        magic = struct.unpack("<I", data[:4])[0]
-        order = "<" if magic == MO_MAGIC else ">"
-        if struct.unpack(order + "I", data[:4])[0] != MO_MAGIC:
-            raise ValueError(f"magic number {magic:#x} is not gettext's")
+        order = next((o for o in "<>" if data[:4] == struct.pack(o + "I", MO_MAGIC)), None)
+        if order is None:
+            raise ValueError(f"it starts with {data[:4].hex()}, not gettext's magic number")
         _, count, ids_at, strs_at = struct.unpack(order + "4I", data[4:20])
 
         def table(at: int) -> list[bytes]:
@@ -124,16 +123,13 @@ def read_mo(path: Path) -> list[tuple[str, str]]:
             return out
 
         ids, strs = table(ids_at), table(strs_at)
+        entries = dict(zip(ids, strs, strict=True))
         charset = "utf-8"
-        for msgid, msgstr in zip(ids, strs, strict=True):
-            if msgid == b"":
-                for line in msgstr.decode("ascii", "replace").splitlines():
-                    if line.lower().startswith("content-type:") and "charset=" in line:
-                        charset = line.split("charset=", 1)[1].strip() or charset
+        for line in entries.pop(b"", b"").decode("ascii", "replace").splitlines():
+            if line.lower().startswith("content-type:") and "charset=" in line:
+                charset = line.split("charset=", 1)[1].strip() or charset
         pairs = []
-        for msgid, msgstr in zip(ids, strs, strict=True):
-            if msgid == b"":
-                continue
+        for msgid, msgstr in entries.items():
             en = msgid.decode(charset).split("\x04")[-1].split("\x00")[0]
             pairs.append((en, msgstr.decode(charset).split("\x00")[0]))
     except (struct.error, ValueError, LookupError) as e:  # UnicodeDecodeError is a ValueError
@@ -295,13 +291,6 @@ def epoch_bleu(log: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _plain(value: Any) -> Any:
-    """`value` for JSON: paths as strings, in lists too."""
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
-
-
 def build_report(args: argparse.Namespace, curves: dict[int, list[dict]]) -> dict[str, Any]:
     epochs = sorted({r["epoch"] for rows in curves.values() for r in rows})
     table = []
@@ -320,7 +309,7 @@ def build_report(args: argparse.Namespace, curves: dict[int, list[dict]]) -> dic
         table.append(row)
     finals = [rows[-1]["bleu"] for rows in curves.values() if rows]
     return {
-        "settings": {k: _plain(v) for k, v in vars(args).items()},
+        "settings": jsonable(vars(args)),
         "curve": table,
         "final": {
             "mean": statistics.fmean(finals) if finals else None,

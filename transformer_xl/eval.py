@@ -31,7 +31,7 @@ from common import cli, distributed
 from common.benchmark import LatencyRecorder, percentiles, write_json
 from common.checkpoint import CheckpointError
 from common.config import parse_with_config
-from common.logging import Logger, progress
+from common.logging import Logger, jsonable, progress
 from common.precision import (
     Precision,
 )
@@ -370,7 +370,12 @@ def evaluate(args: argparse.Namespace) -> int:
         if args.save_data and env.rank == 0:
             write_json(
                 args.work_dir / f"eval_data_{split}.json",
-                {"latencies_s": lat, "tokens/s": throughput, "loss": loss, "args": _plain(args)},
+                {
+                    "latencies_s": lat,
+                    "tokens/s": throughput,
+                    "loss": loss,
+                    "args": jsonable(vars(args)),
+                },
             )
         if args.target_perplexity is not None and ppl > args.target_perplexity:
             print(f"target perplexity {args.target_perplexity} not reached on {split}")
@@ -387,10 +392,6 @@ def quality(dataset: str, loss: float) -> str:
     if dataset in ("enwik8", "text8"):
         return f"bpc {loss / math.log(2):9.5f}"
     return f"ppl {math.exp(min(loss, 50)):9.3f}"
-
-
-def _plain(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
 if __name__ == "__main__":
