@@ -68,34 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--predict_file", type=Path, default=None, help="SQuAD JSON to answer")
     s.add_argument("--do_predict", action="store_true", help="answer --predict_file's questions")
     s.add_argument("--do_eval", action="store_true", help="score the predictions (implies predict)")
-    s.add_argument("--version_2_with_negative", action="store_true", help="SQuAD v2.0")
-    s.add_argument(
-        "--null_score_diff_threshold",
-        type=cli.any_float,
-        default=0.0,
-        help="v2.0: answer '' when the null score exceeds the best span's by more",
-    )
-    s.add_argument(
-        "--max_seq_length",
-        type=cli.positive_int,
-        default=384,
-        help="WordPiece tokens per window (at least --max_query_length + 4)",
-    )
-    s.add_argument(
-        "--doc_stride", type=cli.positive_int, default=128, help="tokens between window starts"
-    )
-    s.add_argument(
-        "--max_query_length", type=cli.positive_int, default=64, help="question tokens kept"
-    )
-    s.add_argument(
-        "--predict_batch_size", type=cli.positive_int, default=8, help="windows per inference batch"
-    )
-    s.add_argument(
-        "--n_best_size", type=cli.positive_int, default=20, help="answers in the n-best lists"
-    )
-    s.add_argument(
-        "--max_answer_length", type=cli.positive_int, default=30, help="longest answer in tokens"
-    )
+    squad.add_window_flags(s)
     s.add_argument("--skip_cache", action="store_true", help="neither read nor write the cache")
     s.add_argument(
         "--cache_dir", type=Path, default=None, help="when not given: the train file's folder"
@@ -112,8 +85,6 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Bad set-up values and flag combinations, refused before any file is read."""
     check_setup_values(p, args)
     predicting = "--do_eval" if args.do_eval else "--do_predict"
-    # a window holds [CLS] question [SEP] context [SEP], with one context token at least
-    room = args.max_query_length + 4
     cli.check_args(
         p,
         None
@@ -123,11 +94,7 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         f"{predicting} needs --predict_file"
         if (args.do_predict or args.do_eval) and args.predict_file is None
         else None,
-        f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
-        f"--max_query_length {args.max_query_length} and 3 special tokens: give "
-        f"--max_seq_length {room} or more, or a smaller --max_query_length"
-        if args.max_seq_length < room
-        else None,
+        squad.window_problem(args),
         *finetune_problems(args),
     )
 

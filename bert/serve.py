@@ -323,29 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="lower-case and strip accents (uncased models), as in fine-tuning",
     )
     s = p.add_argument_group("SQuAD (as run_squad --do_predict)")
-    s.add_argument("--max_seq_length", type=cli.positive_int, default=384, help="tokens per window")
-    s.add_argument(
-        "--doc_stride", type=cli.positive_int, default=128, help="tokens between window starts"
-    )
-    s.add_argument(
-        "--max_query_length", type=cli.positive_int, default=64, help="question tokens kept"
-    )
-    s.add_argument(
-        "--n_best_size", type=cli.positive_int, default=20, help="answers scored per question"
-    )
-    s.add_argument(
-        "--max_answer_length", type=cli.positive_int, default=30, help="longest answer in tokens"
-    )
-    s.add_argument("--version_2_with_negative", action="store_true", help="SQuAD v2.0 model")
-    s.add_argument(
-        "--null_score_diff_threshold",
-        type=cli.any_float,
-        default=0.0,
-        help="v2.0: answer '' when the null score exceeds the best span's by more",
-    )
-    s.add_argument(
-        "--predict_batch_size", type=cli.positive_int, default=8, help="windows per model call"
-    )
+    squad.add_window_flags(s)
     t = serving.add_server_flags(p)
     t.add_argument(
         "--max-question-chars", type=cli.positive_int, default=1000, help="longer is refused"
@@ -366,10 +344,7 @@ def check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.int8 and args.backend != "onnxruntime"
         else None,
         *serving.server_flag_problems(args),
-        f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
-        f"--max_query_length {args.max_query_length} and 3 special tokens"
-        if args.max_seq_length < args.max_query_length + 4
-        else None,
+        squad.window_problem(args),
     )
 
 

@@ -34,6 +34,7 @@ features); the prediction is "" when null score - best span score exceeds
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
@@ -48,6 +49,7 @@ import torch
 
 from bert.squad_eval import SquadError, load_json
 from bert.tokenization import BasicTokenizer, FullTokenizer
+from common import cli
 from common.atomic import atomic_write
 
 # A v2.0 question without any span candidate: its no-answer margin (finite, for JSON).
@@ -96,6 +98,54 @@ class SquadFeature:
     token_type_ids: list[int]
     start_position: int = 0  # training targets (0: [CLS], no answer in this window)
     end_position: int = 0
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def add_window_flags(group: argparse._ArgumentGroup) -> None:
+    """The SQuAD flags that shape windows and answers, the same in run_squad and serve."""
+    group.add_argument("--version_2_with_negative", action="store_true", help="SQuAD v2.0")
+    group.add_argument(
+        "--null_score_diff_threshold",
+        type=cli.any_float,
+        default=0.0,
+        help="v2.0: answer '' when the null score exceeds the best span's by more",
+    )
+    group.add_argument(
+        "--max_seq_length",
+        type=cli.positive_int,
+        default=384,
+        help="WordPiece tokens per window (at least --max_query_length + 4)",
+    )
+    group.add_argument(
+        "--doc_stride", type=cli.positive_int, default=128, help="tokens between window starts"
+    )
+    group.add_argument(
+        "--max_query_length", type=cli.positive_int, default=64, help="question tokens kept"
+    )
+    group.add_argument(
+        "--predict_batch_size", type=cli.positive_int, default=8, help="windows per model call"
+    )
+    group.add_argument(
+        "--n_best_size", type=cli.positive_int, default=20, help="answers in the n-best lists"
+    )
+    group.add_argument(
+        "--max_answer_length", type=cli.positive_int, default=30, help="longest answer in tokens"
+    )
+
+
+def window_problem(args: argparse.Namespace) -> str | None:
+    """Why add_window_flags' values cannot make a window, or None."""
+    # a window holds [CLS] question [SEP] context [SEP], with one context token at least
+    room = args.max_query_length + 4
+    if args.max_seq_length >= room:
+        return None
+    return (
+        f"--max_seq_length {args.max_seq_length} leaves no room for the context after "
+        f"--max_query_length {args.max_query_length} and 3 special tokens: give "
+        f"--max_seq_length {room} or more, or a smaller --max_query_length"
+    )
 
 
 # ----------------------------------------------------------------------------- reading

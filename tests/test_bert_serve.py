@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bert import run_squad, serve, toy_squad
 from bert.export import export_bert
 from bert.model import BertForQuestionAnswering
 from bert.tiny import build_vocab, tiny_config
+from tests import serving_client
 from tests.helpers import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,7 @@ MAX_BATCH = 4
 START_S = 120  # a server is up within this, or the test fails with its log
 STOP_S = 20  # SIGTERM to exit, with --shutdown-timeout 3
 CLIENT_S = 120
+OUTPUTS = ["answer", "score"]  # of a raw request's reply
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -201,12 +202,7 @@ def onnx_server(serving_python, toy, onnx_folder):
 
 def client(python, calls):
     """The replies to `calls` (see `client_main`), made in the serving environment."""
-    done = subprocess.run(
-        [str(python), __file__], input=json.dumps(calls), capture_output=True, text=True,
-        cwd=ROOT, env=clean_env(), timeout=CLIENT_S,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return serving_client.run(python, __file__, calls, CLIENT_S)
 
 
 def ask(url, question, context):
@@ -510,48 +506,15 @@ def client_main():
 
 def reply(call):
     if "concurrent" in call:
-        together = threading.Barrier(len(call["concurrent"]))  # sent at once, batched
-
-        def send(one):
-            together.wait(timeout=CLIENT_S)
-            return reply(one)
-
-        with concurrent.futures.ThreadPoolExecutor(len(call["concurrent"])) as pool:
-            return list(pool.map(send, call["concurrent"]))
-    if "ask" in call:
-        try:
-            answer = serve.ask(call["url"], *call["ask"], timeout_s=call.get("timeout_s", 60.0))
-        except serve.RequestError as exc:
-            return {"error": str(exc)}
-        return {"answer": answer.text, "score": answer.score}
-    return raw_reply(call["url"], call["raw"])
-
-
-def raw_reply(url, inputs):
-    import tritonclient.grpc
-    import tritonclient.http
-    from tritonclient.utils import InferenceServerException
-
-    protocol, address = url.split("://")
-    module = tritonclient.grpc if protocol == "grpc" else tritonclient.http
-    tensors = []
-    for name, datatype, shape, values in inputs:
-        if datatype == "BYTES":
-            data = np.array([[v.encode("latin-1") for v in row] for row in values], dtype=object)
-        else:
-            data = np.array(values, dtype=np.int32)
-        tensor = module.InferInput(name, shape, datatype)
-        tensor.set_data_from_numpy(data)
-        tensors.append(tensor)
-    client = module.InferenceServerClient(address)
+        return serving_client.together(call["concurrent"], reply, CLIENT_S)
     try:
-        result = client.infer("bert_squad", tensors)
-    except InferenceServerException as exc:
-        return {"error": exc.message()}
-    finally:
-        client.close()
-    answers = [a.decode("utf-8") for a in result.as_numpy("answer")[:, 0]]
-    return {"answer": answers, "score": result.as_numpy("score")[:, 0].tolist()}
+        if "ask" in call:
+            timeout_s = call.get("timeout_s", 60.0)
+            answer = serve.ask(call["url"], *call["ask"], timeout_s=timeout_s)
+            return {"answer": answer.text, "score": answer.score}
+        return serving_client.raw_infer(call["url"], serve.MODEL_NAME, call["raw"], OUTPUTS)
+    except serve.RequestError as exc:
+        return {"error": str(exc)}
 
 
 if __name__ == "__main__":

@@ -14,18 +14,16 @@ different translations (as in tests/test_gnmt_export.py).
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from gnmt import serve
-from tests import test_bert_serve
+from tests import serving_client, test_bert_serve
 from tests.gnmt_fixtures import make_model, make_tokenizer, save_our_checkpoint, toy_pairs
 from tests.helpers import clean_env
 from tests.test_bert_serve import (
@@ -129,12 +127,7 @@ def onnx_server(serving_python, toy, onnx_dir):
 
 def client(python, calls):
     """The replies to `calls` (see `client_main`), made in the serving environment."""
-    done = subprocess.run(
-        [str(python), __file__], input=json.dumps(calls), capture_output=True, text=True,
-        cwd=ROOT, env=clean_env(), timeout=CLIENT_S,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return serving_client.run(python, __file__, calls, CLIENT_S)
 
 
 def translate(url, *lines):
@@ -349,36 +342,19 @@ def client_main():
 
 def reply(call):
     if "concurrent" in call:
-        together = threading.Barrier(len(call["concurrent"]))  # sent at once, batched
-
-        def send(one):
-            together.wait(timeout=CLIENT_S)
-            return reply(one)
-
-        with ThreadPoolExecutor(len(call["concurrent"])) as pool:
-            return list(pool.map(send, call["concurrent"]))
+        return serving_client.together(call["concurrent"], reply, CLIENT_S)
     try:
         if "translate" in call:
             timeout_s = call.get("timeout_s", 120.0)
             return {
                 "translations": serve.translate(call["url"], call["translate"], timeout_s=timeout_s)
             }
-        return {"translations": raw_reply(call["url"], *call["raw"])}
+        replies = serving_client.raw_infer(
+            call["url"], serve.MODEL_NAME, [call["raw"]], [serve.OUTPUT]
+        )
+        return {"translations": replies[serve.OUTPUT]}
     except serve.RequestError as exc:
         return {"error": str(exc)}
-
-
-def raw_reply(url, name, datatype, shape, values):
-    from common.serving import Client
-
-    if datatype == "BYTES":
-        data = np.array([[v.encode("latin-1") for v in row] for row in values], dtype=np.object_)
-    else:
-        data = np.array(values, dtype=np.int32)
-    assert list(data.shape) == shape
-    with Client(url) as server:
-        result = server.infer(serve.MODEL_NAME, {name: data})
-    return [t.decode("utf-8") for t in result.as_numpy(serve.OUTPUT)[:, 0]]
 
 
 if __name__ == "__main__":
