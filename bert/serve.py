@@ -280,8 +280,7 @@ def ask(url: str, question: str, context: str, timeout_s: float = 60.0) -> Answe
 
 def serve(args: argparse.Namespace) -> int:
     """Check the ports and the model, start Triton, wait for SIGTERM or SIGINT, stop Triton."""
-    serving.check_ports(args.host, serving.port_flags(args))
-    serving.check_serving_packages()
+    serving.check_server(args)
     settings = settings_from_args(args)
     QuestionAnswerer(settings)  # the model's problems as one line, before Triton starts
     serving.serve_python_model(

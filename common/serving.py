@@ -220,6 +220,13 @@ def read_settings(args: dict[str, str], settings_class: type) -> Any:
     return settings_class(**json.loads(config["parameters"]["settings"]["string_value"]))
 
 
+def check_server(args: argparse.Namespace) -> None:
+    """What a server needs before its model is read: the ports of `add_server_flags`
+    free at --host, and the serving packages."""
+    check_ports(args.host, port_flags(args))
+    check_serving_packages()
+
+
 def serve_python_model(
     args: argparse.Namespace,
     name: str,

@@ -226,8 +226,7 @@ def translate(
 
 def serve(args: argparse.Namespace) -> int:
     """Check the ports and the model, start Triton, wait for SIGTERM or SIGINT, stop Triton."""
-    serving.check_ports(args.host, serving.port_flags(args))
-    serving.check_serving_packages()
+    serving.check_server(args)
     settings = settings_from_args(args)
     Translator(settings)  # the model's problems as one line, before Triton starts
     serving.serve_python_model(
