@@ -14,7 +14,6 @@ different translations (as in tests/test_gnmt_export.py).
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,9 +27,9 @@ from tests.gnmt_fixtures import make_model, make_tokenizer, save_our_checkpoint,
 from tests.helpers import clean_env
 from tests.test_bert_serve import (
     abandon_http,
+    assert_stops_on_sigterm,
     free_ports,
     launch,
-    listening_addresses,
     served_count,
 )
 
@@ -318,12 +317,7 @@ def test_onnxruntime_server_searching_sentences_together_equals_gnmt_translate(
 
 @pytest.mark.slow
 def test_sigterm_stops_the_server_and_closes_its_ports(onnx_server):
-    started = time.monotonic()
-    assert onnx_server.stop() == 0
-    assert time.monotonic() - started < STOP_S
-    assert onnx_server.log.read_text(errors="replace").rstrip().endswith("stopped")
-    for port in onnx_server.ports.values():
-        assert listening_addresses(port) == []
+    assert_stops_on_sigterm(onnx_server, STOP_S)
 
 
 # -------------------------------------------------------------- the client (a script)
