@@ -294,7 +294,7 @@ class GNMT(nn.Module):
         dropout: float = 0.2,
         share_embedding: bool = True,
         init_decoder_from_encoder: bool = False,
-        decoder_dropout: str = "outputs",
+        decoder_dropout: str = GNMTConfig.decoder_dropout,
     ) -> None:
         super().__init__()
         if isinstance(vocab_size, GNMTConfig):

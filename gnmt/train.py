@@ -31,7 +31,7 @@ from common.schedules import build_gnmt_scheduler
 from common.step import OptimizerStep
 from gnmt import data
 from gnmt.beam_search import add_scoring_flags, search_config
-from gnmt.model import DECODER_DROPOUT, GNMT, config_dict, label_smoothed_loss
+from gnmt.model import DECODER_DROPOUT, GNMT, GNMTConfig, config_dict, label_smoothed_loss
 from gnmt.tokenizer import Tokenizer, vocab_multiple
 from gnmt.translate import add_bleu_flag, corpus_bleu, translate_ids
 
@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument(
         "--decoder-dropout",
         choices=DECODER_DROPOUT,
-        default="outputs",
+        default=GNMTConfig.decoder_dropout,
         help="where the decoder drops out: each LSTM's output before the attention context "
         "joins it (NVIDIA's first release; learned faster in docs/GNMT.md's measurements), "
         "or every LSTM input whole, target embedding and context included (NVIDIA's "

@@ -11,14 +11,15 @@ Two corpora (--corpus):
   on this machine and their German translations, read from the German gettext catalogs
   (`de/LC_MESSAGES/*.mo`) under --catalogs (default /usr/share). Short technical
   sentences, not news, but real language with a long tail of words and free wording.
-  The report lists the catalogs, so a figure names its data.
-The held-out pairs go through the path real test sets take: written as newstest SGM files (`newstest2014-deen-src.en.sgm`,
-`newstest2014-deen-ref.de.sgm`, and newstest2015 for dev: srcset/refset, doc and seg
-elements, XML entities), read back by gnmt.wmt16's SGM reader, then prepared by
-gnmt.prepare_data (Moses tokenisation, cleaning, BPE learned on the training text, the
-vocabulary). Every seed trains on the same files with the recipe's defaults except the
-settings below (hidden 128, 4 layers, batch 32, warm-up 200 steps, the schedule's decay
-over the last third), and gnmt.train scores the test set with sacreBLEU after each epoch.
+  data/raw/SOURCES lists the catalogs and their pairs, so a figure names its data.
+The held-out pairs go through the path real test sets take: written as newstest SGM
+files (`newstest2014-deen-src.en.sgm`, `newstest2014-deen-ref.de.sgm`, and newstest2015
+for dev: srcset/refset, doc and seg elements, XML entities), read back by gnmt.wmt16's
+SGM reader, then prepared by gnmt.prepare_data (Moses tokenisation, cleaning, BPE
+learned on the training text, the vocabulary). Every seed trains on the same files with
+the recipe's defaults except the settings below (hidden 128, 4 layers, batch 32, warm-up
+200 steps, the schedule's decay over the last third), and gnmt.train scores the test set
+with sacreBLEU after each epoch.
 
 Written into --out-dir: data/ (raw and prepared), seed_S/ (each run, as
 scripts/stability.py runs it: console output in seed_S.out), and, atomically, curve.md
@@ -174,12 +175,12 @@ def catalog_corpus(
             f"the catalogs give {len(english)} usable English messages; "
             f"--test {test} needs more than {test + dev} (test and dev)"
         )
+    training = [(en, de) for en in english[test + dev :] for de in sorted(by_english[en])]
     splits: dict[str, list[tuple[str, str]]] = {
         "test": [(en, min(by_english[en])) for en in english[:test]],
         "dev": [(en, min(by_english[en])) for en in english[test : test + dev]],
-        "train": [(en, de) for en in english[test + dev :] for de in sorted(by_english[en])],
+        "train": training[:train],
     }
-    splits["train"] = splits["train"][:train]
     return splits, counts
 
 
